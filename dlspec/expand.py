@@ -1,0 +1,1196 @@
+"""Stage 2: AST → graph IR. Expands blocks, repeats, conditionals, merges and cells,
+resolves names, binds each layer's written arguments to its op's typed params.
+
+Errors are collected per statement (a failed statement poisons its result, which
+silences follow-on errors), so one run reports every independent mistake.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import ast as A
+from . import ops
+from .errors import Diagnostic, Note, ResolveError, Span, suggest
+from .ir import Frame, Graph, Node, Output
+from .ops.base import Op, _BindError, _show
+
+MAX_NODES = 1_000_000
+MAX_REPEAT = 100_000
+MAX_DEPTH = 200
+
+RESERVED_CELL_KWARGS = ("sequences",)
+STRUCTURAL = {"residual", "shortcut", "concat", "add", "multiply", "branch", "repeat", "group"}
+
+
+class Fail(Exception):
+    """One diagnostic, raised inside the expander and collected per statement."""
+
+    def __init__(self, message: str, span: Span | None, help: str | None = None, notes: list[Note] | None = None):
+        self.diag = Diagnostic(message, span, help=help, notes=list(notes or []))
+
+
+@dataclass(frozen=True)
+class Tensor:
+    path: str
+    span: Span
+
+
+class _Poison:
+    """The value of something that failed; any use of it fails silently."""
+
+    def __repr__(self) -> str:
+        return "<poison>"
+
+
+POISON = _Poison()
+
+
+class _Silent(Exception):
+    """Raised when a poisoned value is used: the real error was already reported."""
+
+
+@dataclass
+class LayerV:
+    """An op with bound params, not yet applied to its input."""
+
+    op: type[Op]
+    params: Any
+    extra: tuple[Tensor, ...]
+    name: str | None
+    span: Span
+
+
+@dataclass
+class BlockCall:
+    """``Block(args)`` (a block, model or cell), not yet applied."""
+
+    defn: A.Def
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    arg_spans: dict[str, Span]
+    name: str | None
+    span: Span
+    #: a cell's ``sequences = false`` (the last step only)
+    sequences: bool = True
+
+
+@dataclass
+class Instance:
+    """``tower = Encoder()``: one set of weights; every call after the first shares it."""
+
+    call: BlockCall
+    var: str
+    first_prefix: str | None = None
+    calls: int = 0
+
+
+@dataclass
+class Scope:
+    prefix: str
+    names: dict[str, Any]
+    stack: tuple[Frame, ...]
+    current: Any = None
+    counters: dict[str, int] = field(default_factory=dict)
+    used: dict[str, Span] = field(default_factory=dict)
+    outputs: list[tuple[str, Any, Span]] = field(default_factory=list)
+    cell: str | None = None  # path of the cell being built, if inside one
+    states: dict[str, Any] | None = None
+    inputs_left: list[Any] | None = None  # a block's inputs for its `input` statements
+    is_model: bool = False
+
+    def child(self, prefix: str, **kw) -> "Scope":
+        return Scope(prefix=prefix, names=dict(self.names), stack=self.stack, cell=self.cell, **kw)
+
+    def auto(self, base: str) -> str:
+        n = self.counters.get(base, 0)
+        while True:
+            n += 1
+            if f"{base}{n}" not in self.used:
+                self.counters[base] = n
+                return f"{base}{n}"
+
+
+class Program:
+    """Definitions of one file and its imports (see :mod:`dlspec.api` for the public class)."""
+
+    def __init__(self, defs: dict[str, A.Def], trains: list[A.Train], file: str):
+        self.defs = defs
+        self.trains = trains
+        self.file = file
+
+
+class Expander:
+    def __init__(self, defs: dict[str, A.Def]):
+        self.defs = defs
+        self.nodes: list[Node] = []
+        self.paths: dict[str, Span] = {}
+        self.diags: list[Diagnostic] = []
+        self.seen: set[tuple] = set()
+        self.share: list[tuple[str, str]] = []  # (new prefix, owner prefix)
+        self.calls: list[str] = []  # blocks being expanded, for recursion
+
+    # ---- entry --------------------------------------------------------------
+
+    def model(self, defn: A.Def, overrides: dict[str, Any] | None = None) -> Graph:
+        scope = Scope(prefix="", names={}, stack=(), is_model=True)
+        args = self.bind_params(defn, (), dict(overrides or {}), {}, defn.name_span, scope)
+        scope.names.update(args)
+        self.body(defn.body, scope)
+        inputs = tuple(n.path for n in self.nodes if n.op == "input" and n.in_cell is None)
+        if not inputs and not self.diags:
+            self.report(Fail(f"model '{defn.name}' has no input", defn.name_span, help="declare one: 'input x: [3, 32, 32]'"))
+        outs = self.outputs(scope, defn)
+        if self.diags:
+            raise ResolveError(self.diags)
+        return Graph(
+            name=defn.name,
+            file=defn.span.file,
+            args={k: _plain(v) for k, v in args.items()},
+            inputs=inputs,
+            outputs=outs,
+            nodes=tuple(self.nodes),
+            span=defn.span,
+        )
+
+    def outputs(self, scope: Scope, defn: A.Def) -> tuple[Output, ...]:
+        if scope.outputs:
+            res = []
+            for name, v, span in scope.outputs:
+                if isinstance(v, Tensor):
+                    res.append(Output(name=name, node=v.path))
+                elif v is not POISON:
+                    self.report(Fail(f"output '{name}' is not a tensor", span))
+            return tuple(res)
+        if isinstance(scope.current, Tensor):
+            return (Output(name="output", node=scope.current.path),)
+        if isinstance(scope.current, tuple) and all(isinstance(t, Tensor) for t in scope.current):
+            return tuple(Output(name=f"output{i}", node=t.path) for i, t in enumerate(scope.current))
+        return ()
+
+    def report(self, f: Fail) -> None:
+        key = (f.diag.span, f.diag.message)
+        if key not in self.seen:
+            self.seen.add(key)
+            if len(self.diags) < 200:
+                self.diags.append(f.diag)
+
+    # ---- statements -----------------------------------------------------------
+
+    def body(self, body: A.Body, scope: Scope) -> None:
+        for st in body.stmts:
+            try:
+                self.stmt(st, scope)
+            except Fail as f:
+                self.report(f)
+                scope.current = POISON
+            except _Silent:
+                scope.current = POISON
+
+    def stmt(self, st: A.Stmt, scope: Scope) -> None:
+        if isinstance(st, A.ChainStmt):
+            scope.current = self.chain(st.chain, scope)
+        elif isinstance(st, A.AssignStmt):
+            self.assign(st, scope)
+        elif isinstance(st, A.InputStmt):
+            self.input(st, scope)
+        elif isinstance(st, A.OutputStmt):
+            self.output(st, scope)
+        elif isinstance(st, A.StateStmt):
+            self.state(st, scope)
+        elif isinstance(st, A.IfStmt):
+            for cond, body in st.branches:
+                if self.truth(cond, scope):
+                    self.body(body, scope)
+                    return
+            if st.orelse is not None:
+                self.body(st.orelse, scope)
+        elif isinstance(st, A.CompoundStmt):
+            self.compound(st, scope)
+        else:  # pragma: no cover - the parser builds no other statement
+            raise Fail("unsupported statement", st.span)
+
+    def assign(self, st: A.AssignStmt, scope: Scope) -> None:
+        if st.gate and scope.cell is None:
+            raise Fail("'gate' is only meaningful inside a cell", st.span, help="remove 'gate', or move this into a 'cell'")
+        stages = st.chain.stages
+        # `tower = Encoder()`: an instance, applied later with tower(x)
+        if len(stages) == 1 and isinstance(stages[0], A.Call) and stages[0].func in self.defs and stages[0].func not in scope.names:
+            call = self.eval(stages[0], scope)
+            if isinstance(call, BlockCall) and call.defn.kind != "cell":
+                scope.names[st.name] = Instance(call=call, var=st.name)
+                return
+        try:
+            value = self.chain(st.chain, scope, name=st.name)
+        except (Fail, _Silent):
+            scope.names[st.name] = POISON
+            raise
+        if scope.states is not None and st.name in scope.states:
+            scope.states[st.name] = value
+        scope.names[st.name] = value
+        scope.current = value
+
+    def input(self, st: A.InputStmt, scope: Scope) -> None:
+        if scope.cell is not None:
+            raise Fail("a cell's input is 'x'; it declares no 'input'", st.span)
+        if scope.inputs_left is not None:  # a model/block used inside another: bind the next input
+            if not scope.inputs_left:
+                raise Fail(f"'{st.name}' has no tensor to bind: the call gives fewer inputs", st.span)
+            value = scope.inputs_left.pop(0)
+            scope.names[st.name] = value
+            scope.current = value
+            return
+        if not scope.is_model:
+            raise Fail("'input' is only allowed in a model", st.span)
+        dims = []
+        for d in st.shape.items:
+            if isinstance(d, A.Name) and d.id not in scope.names:
+                dims.append(d.id)
+                continue
+            v = self.value(d, scope)
+            if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, int) and v <= 0):
+                raise Fail(f"input dimension must be a positive whole number or a symbolic name, got {_show(v)}", d.span)
+            dims.append(v)
+        op = ops.get("input")
+        kw = self.bind_settings([a for g in st.groups for a in g], scope, op, fixed={"shape": tuple(dims)})
+        if "dtype" in kw:
+            kw["dtype"] = STRUCTURE_DTYPE_WORDS.get(kw["dtype"], kw["dtype"])
+        params = self.build_params(op, kw, {}, st.span)
+        t = self.emit(scope, "input", params, (), st.span, name=st.name, explicit=True, tensor=st.name)
+        scope.names[st.name] = t
+        scope.current = t
+
+    def state(self, st: A.StateStmt, scope: Scope) -> None:
+        if scope.cell is None or scope.states is None:
+            raise Fail("'state' is only allowed in a cell", st.span)
+        dims = tuple(self.dim(d, scope) for d in st.shape.items)
+        params = ops.get("step_in").Params(role=st.name)
+        t = self.emit(scope, "step_in", params, (), st.span, name=f"{st.name}_prev", explicit=True, tensor=st.name)
+        scope.names[st.name] = t
+        scope.states[st.name] = t
+        scope.__dict__.setdefault("state_decls", []).append((st.name, dims, t.path, st.span))
+
+    def dim(self, d: A.Expr, scope: Scope) -> int | str:
+        if isinstance(d, A.Name) and d.id not in scope.names:
+            return d.id
+        v = self.value(d, scope)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise Fail(f"a dimension must be a positive whole number, got {_show(v)}", d.span)
+        return v
+
+    def output(self, st: A.OutputStmt, scope: Scope) -> None:
+        if st.chain is not None:
+            value = self.chain(st.chain, scope, name=st.names[0])
+            scope.names[st.names[0]] = value
+            scope.current = value
+            scope.outputs.append((st.names[0], value, st.span))
+            return
+        for name, span in zip(st.names, st.name_spans):
+            if name not in scope.names:
+                raise Fail(f"unknown tensor '{name}'{suggest(name, self.tensor_names(scope))}", span)
+            scope.outputs.append((name, scope.names[name], span))
+
+    def tensor_names(self, scope: Scope) -> list[str]:
+        return [k for k, v in scope.names.items() if isinstance(v, Tensor)]
+
+    # ---- compound statements ---------------------------------------------------
+
+    def compound(self, st: A.CompoundStmt, scope: Scope) -> None:
+        head = st.parts[0]
+        word = head.word
+        handler: Callable | None = {
+            "residual": self.residual,
+            "concat": self.merge,
+            "add": self.merge,
+            "multiply": self.merge,
+            "repeat": self.repeat,
+            "group": self.group,
+        }.get(word)
+        if handler is None:
+            if word in ("shortcut", "branch"):
+                where = "a 'residual'" if word == "shortcut" else "'concat', 'add' or 'multiply'"
+                raise Fail(f"'{word}' must follow {where}", head.word_span)
+            known = ["residual", "concat", "add", "multiply", "repeat", "group"]
+            raise Fail(
+                f"unknown block statement '{word}'{suggest(word, known)}",
+                head.word_span,
+                help="these take a '{ … }' body: " + ", ".join(known),
+            )
+        handler(st, scope)
+
+    def residual(self, st: A.CompoundStmt, scope: Scope) -> None:
+        res, *rest = st.parts
+        if res.args or res.when is not None:
+            raise Fail("'residual' takes no arguments", res.args[0].span if res.args else res.when.span)
+        if len(rest) > 1 or (rest and rest[0].word != "shortcut"):
+            bad = rest[1] if len(rest) > 1 and rest[0].word == "shortcut" else rest[0]
+            raise Fail(f"after 'residual {{ … }}' only 'shortcut {{ … }}' may follow, got '{bad.word}'", bad.word_span)
+        inp = self.need_current(scope, res.word_span, "residual")
+        main = self.sub_body(res.body, scope, scope.prefix, inp)
+        short = inp
+        if rest:
+            sc = rest[0]
+            if sc.args:
+                raise Fail("'shortcut' takes no arguments; a condition is written 'shortcut when COND { … }'", sc.args[0].span)
+            if sc.when is None or self.truth(sc.when, scope):
+                short = self.sub_body(sc.body, scope, scope.prefix + scope.auto("shortcut").removesuffix("1") + ".", inp, scope_name=True)
+        params = ops.get("add").Params(residual=True)
+        scope.current = self.emit(scope, "add", params, _flat([main, short], res.span), res.word_span)
+
+    def merge(self, st: A.CompoundStmt, scope: Scope) -> None:
+        part = st.parts[0]
+        if len(st.parts) > 1:
+            raise Fail(f"'{part.word} {{ … }}' takes no '{st.parts[1].word}' part", st.parts[1].word_span)
+        op = ops.get(part.word)
+        kw = self.bind_settings(list(part.args), scope, op)
+        inp = self.need_current(scope, part.word_span, part.word)
+        outs = []
+        for inner in part.body.stmts:
+            if not (isinstance(inner, A.CompoundStmt) and inner.parts[0].word == "branch"):
+                raise Fail(f"inside '{part.word}' every statement is a 'branch {{ … }}'", inner.span)
+            br = inner.parts[0]
+            if br.args or len(inner.parts) > 1:
+                raise Fail("'branch' takes no arguments", br.span)
+            prefix = scope.prefix + scope.auto("branch") + "."
+            try:
+                outs.append(self.sub_body(br.body, scope, prefix, inp, scope_name=True))
+            except (Fail, _Silent) as e:
+                if isinstance(e, Fail):
+                    self.report(e)
+                outs.append(POISON)
+        if not outs:
+            raise Fail(f"'{part.word}' needs at least one 'branch {{ … }}'", part.span)
+        params = self.build_params(op, kw, {}, part.word_span)
+        scope.current = self.emit(scope, part.word, params, _flat(outs, part.span), part.word_span)
+
+    def repeat(self, st: A.CompoundStmt, scope: Scope) -> None:
+        part = st.parts[0]
+        if len(st.parts) > 1:
+            raise Fail(f"'repeat {{ … }}' takes no '{st.parts[1].word}' part", st.parts[1].word_span)
+        args = list(part.args)
+        if not args:
+            raise Fail("'repeat' needs a count: 'repeat 3 { … }'", part.word_span)
+        count = self.value(args.pop(0), scope)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise Fail(f"repeat count must be a whole number ≥ 0, got {_show(count)}", part.args[0].span)
+        if count > MAX_REPEAT:
+            raise Fail(f"repeat count {count} is too large (at most {MAX_REPEAT})", part.args[0].span)
+        name, index = None, "i"
+        while args:
+            a = args.pop(0)
+            if not (isinstance(a, A.Name) and a.id in ("as", "index")):
+                raise Fail("after 'repeat N' only 'as NAME' and 'index NAME' may follow", a.span)
+            if not args or not isinstance(args[0], A.Name):
+                raise Fail(f"'{a.id}' needs a name after it", a.span)
+            val = args.pop(0).id
+            if a.id == "as":
+                name = val
+            else:
+                index = val
+        if name is None:
+            name = scope.auto("repeat")
+        elif name in scope.used:
+            raise Fail(f"name '{name}' is already used", part.word_span)
+        scope.used[name] = part.span
+        single = _single_call(part.body)
+        for i in range(count):
+            prefix = f"{scope.prefix}{name}.{i}."
+            sub = scope.child(prefix, current=scope.current, states=scope.states)
+            sub.names[index] = i
+            if single is not None:
+                sub.__dict__["collapse"] = True
+            self.body(part.body, sub)
+            self.carry_back(sub, scope)
+            scope.current = sub.current
+
+    def group(self, st: A.CompoundStmt, scope: Scope) -> None:
+        part = st.parts[0]
+        if len(part.args) != 1 or not isinstance(part.args[0], A.Name):
+            raise Fail("'group' needs a name: 'group layer1 { … }'", part.word_span)
+        name = part.args[0].id
+        if name in scope.used:
+            raise Fail(f"name '{name}' is already used", part.args[0].span)
+        scope.used[name] = part.span
+        sub = scope.child(f"{scope.prefix}{name}.", current=scope.current, states=scope.states)
+        if _single_call(part.body) is not None:
+            sub.__dict__["collapse"] = True
+        self.body(part.body, sub)
+        self.carry_back(sub, scope)
+        scope.current = sub.current
+
+    def carry_back(self, sub: Scope, scope: Scope) -> None:
+        """Tensors named inside a repeat/group stay visible after it (like Python loops)."""
+        for k, v in sub.names.items():
+            if isinstance(v, (Tensor, Instance)) and k not in scope.names or isinstance(scope.names.get(k), Tensor):
+                if isinstance(v, (Tensor, Instance)):
+                    scope.names[k] = v
+        scope.outputs.extend(sub.outputs)
+
+    def sub_body(self, body: A.Body, scope: Scope, prefix: str, inp: Any, scope_name: bool = False) -> Any:
+        sub = scope.child(prefix, current=inp, states=scope.states)
+        if not scope_name:  # same scope: share counters and names
+            sub.counters, sub.used = scope.counters, scope.used
+        self.body(body, sub)
+        for k, v in sub.names.items():
+            if isinstance(v, Tensor) and (k not in scope.names or isinstance(scope.names[k], Tensor)):
+                scope.names[k] = v
+        if sub.current is POISON:
+            raise _Silent()
+        return sub.current
+
+    def need_current(self, scope: Scope, span: Span, what: str) -> Any:
+        if scope.current is None:
+            raise Fail(f"'{what}' has no input: nothing comes before it", span, help="declare an input first: 'input x: [1, 28, 28]'")
+        if scope.current is POISON:
+            raise _Silent()
+        return scope.current
+
+    # ---- chains and application -------------------------------------------------
+
+    def chain(self, chain: A.Chain, scope: Scope, name: str | None = None) -> Any:
+        stages = list(chain.stages)
+        first = self.eval(stages[0], scope)
+        if _is_tensorish(first):
+            value = first
+            stages = stages[1:]
+            appl = [first] if False else []
+        else:
+            value = self.need_current(scope, stages[0].span, _stage_word(stages[0]))
+            appl = [first]
+        # evaluate the remaining stages (each an applicable)
+        for s in stages[len(appl) :]:
+            v = self.eval(s, scope)
+            if _is_tensorish(v):
+                raise Fail(
+                    f"{_stage_desc(s)} is a tensor, not a layer; it cannot follow '->'",
+                    s.span,
+                    help="to combine tensors use arithmetic or 'concat(a, b)'",
+                )
+            appl.append(v)
+        n_layers = len(appl)
+        for v, s in zip(appl, stages):
+            nm = name if (n_layers == 1 and name is not None) else None
+            value = self.apply(v, value, scope, s.span, name_hint=nm, tensor=name if v is appl[-1] else None)
+        if not appl and name is not None and isinstance(value, Tensor):
+            pass
+        return value
+
+    def apply(self, fn: Any, inp: Any, scope: Scope, span: Span, name_hint: str | None = None, tensor: str | None = None) -> Any:
+        if inp is POISON or fn is POISON:
+            raise _Silent()
+        if isinstance(fn, LayerV):
+            return self.apply_op(fn, inp, scope, name_hint, tensor)
+        if isinstance(fn, BlockCall):
+            return self.expand_call(fn, inp, scope, fn.name or name_hint, span)
+        if isinstance(fn, Instance):
+            return self.call_instance(fn, inp, scope, span)
+        raise Fail(f"{_show_value(fn)} is not a layer", span)
+
+    def apply_op(self, lv: LayerV, inp: Any, scope: Scope, name_hint: str | None, tensor: str | None) -> Tensor:
+        inputs = list(_flat([inp], lv.span))
+        op = lv.op
+        lo, hi = op.arity
+        if hi == 1 and len(inputs) > 1:
+            axis = -1 if op.category in ("dense", "recurrent", "normalisation") and op.name != "batchnorm" else 1
+            cat = ops.get("concat").Params(axis=axis)
+            inputs = [self.emit(scope, "concat", cat, tuple(inputs), lv.span)]
+        if len(inputs) < lo:
+            raise Fail(f"{op.name} needs {lo} inputs, got {len(inputs)}", lv.span, help="give them as a tuple: '(a, b) -> " + op.name + "'")
+        if hi is not None and len(inputs) > hi:
+            raise Fail(f"{op.name} takes at most {hi} inputs, got {len(inputs)}", lv.span)
+        return self.emit(
+            scope,
+            op.name,
+            lv.params,
+            tuple(inputs) + lv.extra,
+            lv.span,
+            name=lv.name or name_hint,
+            explicit=lv.name is not None,
+            tensor=tensor,
+        )
+
+    def emit(
+        self,
+        scope: Scope,
+        op: str,
+        params: Any,
+        inputs: tuple,
+        span: Span,
+        name: str | None = None,
+        explicit: bool = False,
+        tensor: str | None = None,
+    ) -> Tensor:
+        if name is None:
+            name = scope.auto(op)
+        elif name in scope.used:
+            if explicit:
+                raise Fail(f"name '{name}' is already used in this scope", span, notes=[Note("first used here", scope.used[name])])
+            name = scope.auto(name + "_")
+        scope.used[name] = span
+        path = scope.prefix + name
+        if path in self.paths:  # a collapsed scope can meet its parent's names
+            path = scope.prefix + scope.auto(name + "_")
+        if len(self.nodes) >= MAX_NODES:
+            raise Fail(f"the model has more than {MAX_NODES} layers", span)
+        self.paths[path] = span
+        shares = None
+        for new, owner in reversed(self.share):
+            if path.startswith(new):
+                shares = owner + path[len(new) :]
+                break
+        ins = tuple(t.path for t in inputs)
+        self.nodes.append(
+            Node(
+                path=path, op=op, params=params, inputs=ins, span=span, stack=scope.stack, shares=shares, in_cell=scope.cell, tensor=tensor
+            )
+        )
+        return Tensor(path, span)
+
+    # ---- blocks, instances, cells -------------------------------------------------
+
+    def bind_params(
+        self, defn: A.Def, args: tuple, kwargs: dict[str, Any], spans: dict[str, Span], call_span: Span, scope: Scope
+    ) -> dict[str, Any]:
+        params = defn.params or ()
+        names = [p.name for p in params]
+        if len(args) > len(params):
+            raise Fail(
+                f"{defn.kind} '{defn.name}' takes {len(params)} argument{'s' * (len(params) != 1)}, got {len(args)}",
+                call_span,
+                notes=[Note(f"'{defn.name}' is defined here", defn.name_span)],
+            )
+        bound: dict[str, Any] = {}
+        for p, v in zip(params, args):
+            bound[p.name] = v
+        for k, v in kwargs.items():
+            if k not in names:
+                raise Fail(
+                    f"{defn.kind} '{defn.name}' has no parameter '{k}'{suggest(k, names)}",
+                    spans.get(k, call_span),
+                    notes=[Note(f"'{defn.name}' is defined here", defn.name_span)],
+                )
+            if k in bound:
+                raise Fail(f"parameter '{k}' of '{defn.name}' is given twice", spans.get(k, call_span))
+            bound[k] = v
+        env = Scope(prefix="", names={}, stack=())
+        for p in params:
+            if p.name not in bound:
+                if p.default is None:
+                    raise Fail(
+                        f"{defn.kind} '{defn.name}' needs a value for '{p.name}'",
+                        call_span,
+                        notes=[Note(f"'{defn.name}' is defined here", defn.name_span)],
+                    )
+                env.names.update(bound)
+                bound[p.name] = self.value(p.default, env)
+            env.names[p.name] = bound[p.name]
+        return {p.name: bound[p.name] for p in params}
+
+    def expand_call(
+        self, call: BlockCall, inp: Any, scope: Scope, name: str | None, span: Span, shares: str | None = None, prefix: str | None = None
+    ) -> Any:
+        defn = call.defn
+        if defn.name in self.calls:
+            chain = " → ".join(self.calls[self.calls.index(defn.name) :] + [defn.name])
+            raise Fail(
+                f"{defn.kind} '{defn.name}' calls itself ({chain})",
+                call.span,
+                help="recursion is not allowed; use 'repeat' for repeated structure",
+            )
+        if len(self.calls) >= MAX_DEPTH:
+            raise Fail(f"blocks nest deeper than {MAX_DEPTH}", call.span)
+        args = self.bind_params(defn, call.args, call.kwargs, call.arg_spans, call.span, scope)
+        if defn.kind == "cell":
+            return self.expand_cell(call, args, inp, scope, name, span)
+        if prefix is None:
+            if getattr(scope, "collapse", False) and name is None:
+                scope.__dict__["collapse"] = False
+                prefix = scope.prefix
+            else:
+                local = name or scope.auto(defn.name.lower())
+                if local in scope.used and name is not None:
+                    raise Fail(
+                        f"name '{local}' is already used in this scope", call.span, notes=[Note("first used here", scope.used[local])]
+                    )
+                scope.used[local] = call.span
+                prefix = f"{scope.prefix}{local}."
+        frame = Frame(block=defn.name, path=prefix.rstrip("."), args={k: _plain(v) for k, v in args.items()}, span=call.span)
+        names = dict(args)
+        sub = Scope(prefix=prefix, names=names, stack=scope.stack + (frame,), current=inp, cell=scope.cell)
+        has_inputs = any(isinstance(s, A.InputStmt) for s in defn.body.stmts)
+        if has_inputs:
+            sub.inputs_left = list(inp) if isinstance(inp, tuple) else [inp]
+        elif "x" not in names:
+            names["x"] = inp
+        self.calls.append(defn.name)
+        n_before = len(self.diags)
+        try:
+            self.body(defn.body, sub)
+        finally:
+            self.calls.pop()
+        if len(self.diags) > n_before:
+            for d in self.diags[n_before:]:
+                if not any(n.message.startswith("in ") for n in d.notes):
+                    d.notes.append(Note(f"in {defn.kind} '{defn.name}' called at {call.span}", call.span))
+            raise _Silent()
+        if sub.outputs:
+            vals = tuple(v for _, v, _ in sub.outputs)
+            return vals[0] if len(vals) == 1 else vals
+        if sub.current is POISON:
+            raise _Silent()
+        return sub.current
+
+    def call_instance(self, inst: Instance, inp: Any, scope: Scope, span: Span) -> Any:
+        inst.calls += 1
+        if inst.first_prefix is None:
+            local = inst.var
+            if local in scope.used:
+                raise Fail(f"name '{local}' is already used in this scope", span)
+            scope.used[local] = span
+            inst.first_prefix = f"{scope.prefix}{local}."
+            return self.expand_call(inst.call, inp, scope, local, span, prefix=inst.first_prefix)
+        prefix = f"{scope.prefix}{inst.var}@{inst.calls}."
+        self.share.append((prefix, inst.first_prefix))
+        try:
+            return self.expand_call(inst.call, inp, scope, None, span, prefix=prefix)
+        finally:
+            self.share.pop()
+
+    def expand_cell(self, call: BlockCall, args: dict[str, Any], inp: Any, scope: Scope, name: str | None, span: Span) -> Tensor:
+        defn = call.defn
+        if isinstance(inp, tuple):
+            raise Fail(f"cell '{defn.name}' takes one sequence input", call.span)
+        if scope.cell is not None:
+            raise Fail("a cell cannot run inside another cell", call.span)
+        local = name or scope.auto(defn.name.lower())
+        if local in scope.used:
+            raise Fail(f"name '{local}' is already used in this scope", call.span)
+        scope.used[local] = call.span
+        path = scope.prefix + local
+        frame = Frame(block=defn.name, path=path, args={k: _plain(v) for k, v in args.items()}, span=call.span)
+        sub = Scope(prefix=path + ".", names=dict(args), stack=scope.stack + (frame,), cell=path, states={})
+        first = len(self.nodes)
+        x = self.emit(sub, "step_in", ops.get("step_in").Params(role="x"), (), defn.name_span, name="x", explicit=True, tensor="x")
+        sub.names["x"] = x
+        sub.current = x
+        self.calls.append(defn.name)
+        n_before = len(self.diags)
+        try:
+            self.body(defn.body, sub)
+        finally:
+            self.calls.pop()
+        if len(self.diags) > n_before:
+            for d in self.diags[n_before:]:
+                d.notes.append(Note(f"in cell '{defn.name}' called at {call.span}", call.span))
+            raise _Silent()
+        decls = sub.__dict__.get("state_decls", [])
+        if not decls:
+            raise Fail(f"cell '{defn.name}' declares no state", defn.name_span, help="add one: 'state h: [hidden]'")
+        from .ops.structure import StateSpec
+
+        states = []
+        for sname, dims, node, sspan in decls:
+            upd = sub.states.get(sname)
+            if not isinstance(upd, Tensor) or upd.path == node:
+                raise Fail(f"state '{sname}' of cell '{defn.name}' is never updated", sspan, help=f"assign it: '{sname} = …'")
+            states.append(StateSpec(name=sname, shape=dims, node=node, update=upd.path))
+        if sub.outputs:
+            out = sub.outputs[0][1]
+            if not isinstance(out, Tensor):
+                raise _Silent()
+        else:
+            out = Tensor(states[0].update, span)
+        body = tuple(n.path for n in self.nodes[first:])
+        seq = call.sequences
+        params = ops.get("cell").Params(
+            cell=defn.name, states=tuple(states), step_input=x.path, step_output=out.path, body=body, sequences=bool(seq)
+        )
+        self.paths.pop(path, None)
+        self.nodes.append(Node(path=path, op="cell", params=params, inputs=(inp.path,), span=call.span, stack=scope.stack, in_cell=None))
+        self.paths[path] = call.span
+        return Tensor(path, call.span)
+
+    # ---- expressions ----------------------------------------------------------------
+
+    def value(self, e: A.Expr, scope: Scope) -> Any:
+        """Evaluate an expression that must be a plain value (not a tensor or layer)."""
+        v = self.eval(e, scope)
+        if v is POISON:
+            raise _Silent()
+        if isinstance(v, (Tensor, LayerV, BlockCall, Instance)):
+            raise Fail(f"expected a value here, got {_show_value(v)}", e.span)
+        return v
+
+    def truth(self, e: A.Expr, scope: Scope) -> bool:
+        v = self.value(e, scope)
+        if not isinstance(v, bool):
+            raise Fail(f"a condition must be true or false, got {_show(v)}", e.span)
+        return v
+
+    def eval(self, e: A.Expr, scope: Scope) -> Any:
+        if isinstance(e, A.Num):
+            return e.value
+        if isinstance(e, (A.Str, A.Bool)):
+            return e.value
+        if isinstance(e, A.Name):
+            return self.name(e, scope)
+        if isinstance(e, A.Paren):
+            return self.eval(e.expr, scope)
+        if isinstance(e, A.ListE):
+            return tuple(self.eval(x, scope) for x in e.items)
+        if isinstance(e, A.TupleE):
+            return tuple(self.eval(x, scope) for x in e.items)
+        if isinstance(e, A.Call):
+            return self.call(e, scope)
+        if isinstance(e, A.Apply):
+            return self.application(e, scope)
+        if isinstance(e, A.BinOp):
+            return self.binop(e, scope)
+        if isinstance(e, A.UnOp):
+            v = self.eval(e.operand, scope)
+            if isinstance(v, Tensor):
+                if e.op == "+":
+                    return v
+                return self.emit(scope, "neg", ops.get("neg").Params(), (v,), e.span)
+            v = self.plain(v, e.operand.span)
+            if not _is_num(v):
+                raise Fail(f"'{e.op}' needs a number, got {_show(v)}", e.operand.span)
+            return -v if e.op == "-" else v
+        if isinstance(e, A.Not):
+            return not self.truth(e.operand, scope)
+        if isinstance(e, A.BoolOp):
+            if e.op == "and":
+                return all(self.truth(v, scope) for v in e.values)
+            return any(self.truth(v, scope) for v in e.values)
+        if isinstance(e, A.Ternary):
+            return self.eval(e.then if self.truth(e.cond, scope) else e.orelse, scope)
+        raise Fail("unsupported expression", e.span)  # pragma: no cover
+
+    def plain(self, v: Any, span: Span) -> Any:
+        if v is POISON:
+            raise _Silent()
+        if isinstance(v, (LayerV, BlockCall, Instance)):
+            raise Fail(f"expected a value here, got {_show_value(v)}", span)
+        return v
+
+    def name(self, e: A.Name, scope: Scope) -> Any:
+        if e.id in scope.names:
+            return scope.names[e.id]
+        if e.id in ops.CATALOGUE and e.id not in ops.INTERNAL:
+            return self.layer(ops.get(e.id), (), scope, e.span)
+        if e.id in self.defs:
+            return BlockCall(self.defs[e.id], (), {}, {}, None, e.span)
+        raise Fail(self.unknown(e.id, scope), e.span)
+
+    def unknown(self, word: str, scope: Scope) -> str:
+        pool = list(scope.names) + ops.USER_OPS + list(self.defs)
+        kind = "name"
+        return f"unknown {kind} '{word}'{suggest(word, pool)}"
+
+    def call(self, e: A.Call, scope: Scope) -> Any:
+        f = e.func
+        if f in scope.names:
+            target = scope.names[f]
+            if isinstance(target, Instance):
+                if e.kwargs:
+                    raise Fail(f"instance '{f}' is called with tensors only", e.kwargs[0].span)
+                args = tuple(self.eval(a, scope) for a in e.args)
+                inp = args[0] if len(args) == 1 else args
+                return self.call_instance(target, inp, scope, e.span)
+            if target is POISON:
+                raise _Silent()
+            raise Fail(f"'{f}' is {_show_value(target)}, it cannot be called", e.func_span)
+        if f in self.defs:
+            defn = self.defs[f]
+            args = tuple(self.value(a, scope) for a in e.args)
+            kwargs: dict[str, Any] = {}
+            spans: dict[str, Span] = {}
+            for kw in e.kwargs:
+                if defn.kind == "cell" and kw.name in RESERVED_CELL_KWARGS and kw.name not in [p.name for p in defn.params or ()]:
+                    kwargs["__sequences"] = self.truth(kw.value, scope)
+                    continue
+                if kw.name in kwargs:
+                    raise Fail(f"argument '{kw.name}' is given twice", kw.span)
+                kwargs[kw.name] = self.value(kw.value, scope)
+                spans[kw.name] = kw.span
+            seq = kwargs.pop("__sequences", True)
+            bc = BlockCall(defn, args, kwargs, spans, None, e.span, sequences=seq)
+            return bc
+        if f in ops.CATALOGUE and f not in ops.INTERNAL:
+            op = ops.get(f)
+            tensors, others = [], []
+            for a in e.args:
+                v = self.eval(a, scope)
+                (tensors if _is_tensorish(v) else others).append((v, a))
+            lv = self.layer(op, tuple(a for _, a in others), scope, e.span, kwargs=e.kwargs)
+            if not tensors:
+                return lv
+            inp = tensors[0][0] if len(tensors) == 1 else tuple(t for t, _ in tensors)
+            return self.apply_op(lv, inp, scope, None, None)
+        if f in BUILTINS:
+            args = [self.value(a, scope) for a in e.args]
+            if e.kwargs:
+                raise Fail(f"{f}() takes no keyword arguments", e.kwargs[0].span)
+            try:
+                return BUILTINS[f](*args)
+            except (TypeError, ValueError, ZeroDivisionError, OverflowError) as ex:
+                raise Fail(f"{f}({', '.join(map(_show, args))}): {ex}", e.span) from None
+        raise Fail(
+            f"unknown block or function '{f}'{suggest(f, list(self.defs) + ops.USER_OPS + list(BUILTINS) + list(scope.names))}", e.func_span
+        )
+
+    def application(self, e: A.Apply, scope: Scope) -> Any:
+        head = e.head
+        if isinstance(head, A.Call):
+            target = self.eval(head, scope)
+            name = self.as_name(e.args, e.span)
+            if isinstance(target, BlockCall):
+                target.name = name
+                return target
+            raise Fail(f"only 'as NAME' may follow {_show_value(target)}", e.args[0].span)
+        word = head.id
+        if word in scope.names:
+            v = scope.names[word]
+            if v is POISON:
+                raise _Silent()
+            if isinstance(v, Tensor):
+                raise Fail(f"'{word}' is a tensor, not a layer; did you forget '->' after it?", head.span)
+            raise Fail(f"'{word}' is {_show_value(v)}; it takes no arguments here", e.args[0].span)
+        if word in ops.CATALOGUE and word not in ops.INTERNAL:
+            op = ops.get(word)
+            tensors = []
+            plain = []
+            for a in e.args:
+                if isinstance(a, (A.TupleE, A.Name, A.Paren)) and _refers_to_tensor(a, scope):
+                    tensors.append(self.eval(a, scope))
+                else:
+                    plain.append(a)
+            lv = self.layer(op, tuple(plain), scope, e.span)
+            if tensors:
+                inp = tensors[0] if len(tensors) == 1 else tuple(tensors)
+                return self.apply_op(lv, inp, scope, None, None)
+            return lv
+        if word in self.defs:
+            raise Fail(f"call {self.defs[word].kind} '{word}' with parentheses: '{word}(…)'", head.span)
+        raise Fail(f"unknown op '{word}'{suggest(word, ops.USER_OPS + list(self.defs) + list(scope.names))}", head.span)
+
+    def as_name(self, args: tuple, span: Span) -> str:
+        if len(args) == 2 and isinstance(args[0], A.Name) and args[0].id == "as" and isinstance(args[1], A.Name):
+            return args[1].id
+        raise Fail("only 'as NAME' may follow a block call", args[0].span if args else span)
+
+    def layer(self, op: type[Op], args: tuple, scope: Scope, span: Span, kwargs: tuple = ()) -> LayerV:
+        values, spans, name, extra = self.bind(op, list(args), scope, span)
+        for kw in kwargs:
+            key = op.key_aliases.get(kw.name, kw.name)
+            if key not in op.keys():
+                raise Fail(op.unknown_key_message(kw.name, list(scope.names)), kw.span)
+            if key in values:
+                raise Fail(f"{op.name} '{key}' is given twice", kw.span)
+            values[key] = self.key_value(op, key, kw.value, scope)
+            spans[key] = kw.span
+        extra_t = []
+        for tp in op.tensor_params:
+            if tp in values:
+                t = values[tp]
+                if not isinstance(t, Tensor):
+                    raise Fail(f"{op.name} '{tp}' must name a tensor, got {_show(t)}", spans[tp])
+                values[tp] = scope_tensor_name(scope, t)
+                extra_t.append(t)
+        params = self.build_params(op, values, spans, span)
+        return LayerV(op, params, tuple(extra_t), name, span)
+
+    def build_params(self, op: type[Op], values: dict, spans: dict, span: Span) -> Any:
+        try:
+            return op.build(values, spans, span)
+        except _BindError as b:
+            for d in b.diags[1:]:
+                self.report(Fail(d.message, d.span, d.help))
+            d = b.diags[0]
+            raise Fail(d.message, d.span, d.help) from None
+
+    def bind(self, op: type[Op], args: list, scope: Scope, span: Span) -> tuple[dict, dict, str | None, list]:
+        """Bind written arguments to ``op``'s fields: keys, bare words, then positionals."""
+        keys = set(op.keys())
+        words = op.words()
+        values: dict[str, Any] = {}
+        spans: dict[str, Span] = {}
+        positional: list[tuple[Any, Span]] = []
+        name = None
+        i = 0
+
+        def is_keyword(a: Any) -> bool:
+            return (
+                isinstance(a, A.Name)
+                and a.id not in scope.names
+                and (a.id in keys or a.id in op.key_aliases or a.id in words or a.id == "as")
+            )
+
+        def set_field(key: str, v: Any, sp: Span) -> None:
+            if key in values:
+                raise Fail(f"{op.name} '{key}' is given twice", sp, notes=[Note("first given here", spans[key])])
+            values[key] = v
+            spans[key] = sp
+
+        while i < len(args):
+            a = args[i]
+            if isinstance(a, A.Name):
+                w = a.id
+                if w == "as":
+                    if i + 1 >= len(args) or not isinstance(args[i + 1], A.Name):
+                        raise Fail("'as' needs a layer name after it", a.span)
+                    name = args[i + 1].id
+                    i += 2
+                    continue
+                key = op.key_aliases.get(w, w) if (w in keys or w in op.key_aliases) else None
+                if key is not None:
+                    nxt = args[i + 1] if i + 1 < len(args) else None
+                    if nxt is None or is_keyword(nxt):
+                        if op.is_bool_field(key):
+                            set_field(key, True, a.span)
+                            i += 1
+                            continue
+                        if w in scope.names:  # a parameter that happens to share a key's name
+                            positional.append((self.value(a, scope), a.span))
+                            i += 1
+                            continue
+                        raise Fail(f"{op.name} '{w}' needs a value", a.span, help=f"write '{w} VALUE'")
+                    if op.is_bool_field(key):
+                        v = self.eval(nxt, scope) if not (isinstance(nxt, A.Name) and nxt.id not in scope.names) else None
+                        if not isinstance(v, bool):
+                            set_field(key, True, a.span)
+                            i += 1
+                            continue
+                        set_field(key, v, a.span.merge(nxt.span))
+                        i += 2
+                        continue
+                    set_field(key, self.key_value(op, key, nxt, scope), nxt.span)
+                    i += 2
+                    continue
+                if w not in scope.names:
+                    if w in words:
+                        fld, lit = words[w]
+                        set_field(fld, lit, a.span)
+                        i += 1
+                        continue
+                    if w in ops.CATALOGUE and w not in ops.INTERNAL or w in self.defs:
+                        raise Fail(
+                            f"'{w}' is not a parameter of {op.name}; did you forget '->' before it?",
+                            a.span,
+                            help=f"write '{op.name} … -> {w}'",
+                        )
+                    raise Fail(op.unknown_key_message(w, list(scope.names)), a.span)
+            v = self.eval(a, scope)
+            if v is POISON:
+                raise _Silent()
+            if isinstance(v, (LayerV, BlockCall, Instance)):
+                raise Fail(f"{_show_value(v)} cannot be an argument of {op.name}", a.span, help="chain layers with '->'")
+            positional.append((v, a.span))
+            i += 1
+        free = [p for p in op.positional if p not in values]
+        if len(positional) > len(free):
+            v, sp = positional[len(free)]
+            if not op.positional:
+                raise Fail(
+                    f"{op.name} takes no positional arguments, got {_show(_plain(v))}",
+                    sp,
+                    help=f"name it: '{op.name} KEY {_show(_plain(v))}'; keys: {', '.join(op.keys())}",
+                )
+            raise Fail(
+                f"{op.name} takes {len(op.positional)} positional argument{'s' * (len(op.positional) > 1)} ({', '.join(op.positional)}), got one more: {_show(_plain(v))}",
+                sp,
+            )
+        for (v, sp), key in zip(positional, free):
+            values[key] = _plain(v)
+            spans[key] = sp
+        return values, spans, name, []
+
+    def key_value(self, op: type[Op], key: str, e: A.Expr, scope: Scope) -> Any:
+        if isinstance(e, A.Name) and e.id not in scope.names:
+            if op.literal_ok(key, e.id) or key in op.tensor_params or _accepts_str(op, key):
+                if key in op.tensor_params:
+                    raise Fail(f"unknown tensor '{e.id}'{suggest(e.id, self.tensor_names(scope))}", e.span)
+                return e.id
+        v = self.eval(e, scope)
+        if isinstance(v, Tensor) and key in op.tensor_params:
+            return v
+        return _plain(self.plain(v, e.span))
+
+    def bind_settings(self, args: list, scope: Scope, op: type[Op], fixed: dict | None = None) -> dict:
+        """Bind arguments of a structural statement (``concat axis 1``, ``input … int``)."""
+        span = args[0].span if args else None
+        values, _, name, _ = self.bind(op, args, scope, span)
+        if name is not None:
+            raise Fail("'as' does not apply here", span)
+        values.update(fixed or {})
+        return values
+
+    def binop(self, e: A.BinOp, scope: Scope) -> Any:
+        left = self.eval(e.left, scope)
+        right = self.eval(e.right, scope)
+        if left is POISON or right is POISON:
+            raise _Silent()
+        if isinstance(left, Tensor) or isinstance(right, Tensor):
+            fn = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow"}.get(e.op)
+            if fn is None:
+                raise Fail(f"'{e.op}' is not defined between tensors", e.span)
+            kw: dict[str, Any] = {"fn": fn}
+            ins = []
+            for side, v, sp in (("left", left, e.left.span), ("right", right, e.right.span)):
+                if isinstance(v, Tensor):
+                    ins.append(v)
+                elif _is_num(v):
+                    kw[side] = float(v)
+                else:
+                    raise Fail(f"cannot combine a tensor with {_show_value(v)}", sp)
+            return self.emit(scope, "arith", ops.get("arith").Params(**kw), tuple(ins), e.span)
+        left, right = self.plain(left, e.left.span), self.plain(right, e.right.span)
+        if e.op in ("==", "!="):
+            return (left == right) == (e.op == "==")
+        if e.op in _ARITH or e.op in ("<", ">", "<=", ">="):
+            for v, sp in ((left, e.left.span), (right, e.right.span)):
+                if not _is_num(v):
+                    raise Fail(f"'{e.op}' needs numbers, got {_show(v)}", sp)
+            try:
+                if e.op == "**" and abs(right) > 64 and abs(left) > 1:
+                    raise OverflowError("result too large")
+                out = _ARITH[e.op](left, right) if e.op in _ARITH else _CMP[e.op](left, right)
+            except ZeroDivisionError:
+                raise Fail("division by zero", e.span) from None
+            except (OverflowError, ValueError) as ex:
+                raise Fail(f"arithmetic error: {ex}", e.span) from None
+            if isinstance(out, complex):
+                raise Fail("the result is not a real number", e.span)
+            return out
+        raise Fail(f"unsupported operator '{e.op}'", e.span)  # pragma: no cover
+
+
+STRUCTURE_DTYPE_WORDS = {"float": "float32", "int": "int64", "long": "int64", "half": "float16"}
+
+_ARITH = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+    "%": operator.mod,
+    "**": operator.pow,
+}
+_CMP = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
+
+
+def _num_fn(f):
+    def g(*a):
+        for x in a:
+            if not _is_num(x):
+                raise TypeError(f"needs numbers, got {_show(x)}")
+        return f(*a)
+
+    return g
+
+
+BUILTINS: dict[str, Callable] = {
+    "min": _num_fn(min),
+    "max": _num_fn(max),
+    "int": _num_fn(int),
+    "float": _num_fn(float),
+    "round": _num_fn(round),
+    "ceil": _num_fn(math.ceil),
+    "floor": _num_fn(math.floor),
+    "len": lambda x: len(x),
+}
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_tensorish(v: Any) -> bool:
+    if isinstance(v, Tensor) or v is POISON:
+        return True
+    return isinstance(v, tuple) and len(v) > 0 and all(isinstance(x, Tensor) or x is POISON for x in v)
+
+
+def _flat(vals: list, span: Span) -> tuple[Tensor, ...]:
+    out: list[Tensor] = []
+    for v in vals:
+        if v is POISON:
+            raise _Silent()
+        if isinstance(v, Tensor):
+            out.append(v)
+        elif isinstance(v, tuple):
+            out.extend(_flat(list(v), span))
+        else:
+            raise Fail(f"expected a tensor, got {_show_value(v)}", span)
+    return tuple(out)
+
+
+def _refers_to_tensor(e: A.Expr, scope: Scope) -> bool:
+    if isinstance(e, A.Name):
+        return isinstance(scope.names.get(e.id), Tensor)
+    if isinstance(e, A.Paren):
+        return _refers_to_tensor(e.expr, scope)
+    if isinstance(e, A.TupleE):
+        return any(_refers_to_tensor(x, scope) for x in e.items)
+    return False
+
+
+def _accepts_str(op: type[Op], key: str) -> bool:
+    import types as _t
+    from typing import Union, get_args, get_origin
+
+    ann = op.Params.model_fields[key].annotation
+    if ann is str:
+        return True
+    return get_origin(ann) in (Union, _t.UnionType) and str in get_args(ann)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, list):
+        v = tuple(v)
+    if isinstance(v, tuple):
+        return tuple(_plain(x) for x in v)
+    return v
+
+
+def _show_value(v: Any) -> str:
+    if isinstance(v, Tensor):
+        return f"tensor '{v.path}'"
+    if isinstance(v, LayerV):
+        return f"a '{v.op.name}' layer"
+    if isinstance(v, BlockCall):
+        return f"{v.defn.kind} '{v.defn.name}'"
+    if isinstance(v, Instance):
+        return f"instance '{v.var}'"
+    return _show(v)
+
+
+def _stage_word(e: A.Expr) -> str:
+    if isinstance(e, A.Apply):
+        return e.head.id if isinstance(e.head, A.Name) else e.head.func
+    if isinstance(e, A.Name):
+        return e.id
+    if isinstance(e, A.Call):
+        return e.func
+    return "layer"
+
+
+def _stage_desc(e: A.Expr) -> str:
+    return f"'{e.id}'" if isinstance(e, A.Name) else "this"
+
+
+def _single_call(body: A.Body) -> A.Call | None:
+    """The block call if ``body`` is exactly one statement calling one block."""
+    if len(body.stmts) != 1 or not isinstance(body.stmts[0], A.ChainStmt):
+        return None
+    stages = body.stmts[0].chain.stages
+    if len(stages) == 1 and isinstance(stages[0], A.Call):
+        return stages[0]
+    return None
+
+
+def scope_tensor_name(scope: Scope, t: Tensor) -> str:
+    return t.path

@@ -1,0 +1,176 @@
+"""Activation functions of the glossary (and elementwise functions used in cells).
+
+Every op here keeps the shape, ``(N, *) → (N, *)``, except ``maxout k``
+(``(N, C, *) → (N, C/k, *)``). Only ``prelu`` has params (1, or C with ``per_channel``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .base import Op, OpParams
+from .types import Pos
+
+
+def _simple(word: str, doc: str, category: str = "activation") -> type[Op]:
+    params = type(f"{word.title().replace('_', '')}Params", (OpParams,), {"__annotations__": {"op": Literal[word]}, "op": word})
+    return type(
+        word.title().replace("_", ""),
+        (Op,),
+        {"__doc__": doc, "name": word, "Params": params, "category": category, "activation": True, "__module__": __name__},
+    )
+
+
+Linear = _simple("linear", "``linear``: identity, ``f(x) = x``.")
+Identity = _simple("identity", "``identity``: ``f(x) = x`` (same as ``linear``).")
+Sigmoid = _simple("sigmoid", "``sigmoid``: ``1 / (1 + e^−x)``.")
+Tanh = _simple("tanh", "``tanh``: hyperbolic tangent.")
+Relu = _simple("relu", "``relu``: ``max(0, x)``.")
+Silu = _simple("silu", "``silu`` (swish): ``x·sigmoid(x)``.")
+Abs = _simple("abs", "``abs``: ``|x|``.", "elementwise")
+Exp = _simple("exp", "``exp``: ``e^x``.", "elementwise")
+Log = _simple("log", "``log``: natural logarithm.", "elementwise")
+Sqrt = _simple("sqrt", "``sqrt``: square root.", "elementwise")
+Neg = _simple("neg", "``neg``: ``−x``.", "elementwise")
+
+
+class StepParams(OpParams):
+    op: Literal["step"] = "step"
+    threshold: float = 0.0
+
+
+class Step(Op):
+    """``step [threshold 0]``: binary step, ``1 if x > threshold else 0``; trained with a
+    straight-through gradient (the gradient of the identity)."""
+
+    name = "step"
+    Params = StepParams
+    category = "activation"
+    activation = True
+
+
+class AxisParams(OpParams):
+    axis: int = -1
+
+
+class SoftmaxParams(AxisParams):
+    op: Literal["softmax"] = "softmax"
+
+
+class Softmax(Op):
+    """``softmax [axis -1]``: ``e^x_i / Σ_j e^x_j`` along ``axis``."""
+
+    name = "softmax"
+    Params = SoftmaxParams
+    key_aliases = {"dim": "axis"}
+    category = "activation"
+    activation = True
+
+
+class LogSoftmaxParams(AxisParams):
+    op: Literal["log_softmax"] = "log_softmax"
+
+
+class LogSoftmax(Op):
+    """``log_softmax [axis -1]``: ``x_i − log Σ_j e^x_j``."""
+
+    name = "log_softmax"
+    Params = LogSoftmaxParams
+    key_aliases = {"dim": "axis"}
+    category = "activation"
+    activation = True
+
+
+class MaxoutParams(OpParams):
+    op: Literal["maxout"] = "maxout"
+    pieces: Pos
+
+
+class Maxout(Op):
+    """``maxout k``: the maximum over each group of ``k`` consecutive channels (axis 1)
+    (Goodfellow et al., 2013). Shape ``(N, C, *) → (N, C/k, *)``, ``C % k == 0``. No params;
+    the linear pieces are the preceding layer's (``dense 1200 -> maxout 5``)."""
+
+    name = "maxout"
+    Params = MaxoutParams
+    positional = ("pieces",)
+    key_aliases = {"k": "pieces"}
+    category = "activation"
+    activation = True
+
+
+class EluParams(OpParams):
+    op: Literal["elu"] = "elu"
+    alpha: float = 1.0
+
+
+class Elu(Op):
+    """``elu [alpha 1]``: ``x if x > 0 else alpha·(e^x − 1)``."""
+
+    name = "elu"
+    Params = EluParams
+    positional = ("alpha",)
+    category = "activation"
+    activation = True
+
+
+class LeakyReluParams(OpParams):
+    op: Literal["leaky_relu"] = "leaky_relu"
+    slope: Annotated[float, Field(ge=0)] = 0.01
+
+
+class LeakyRelu(Op):
+    """``leaky_relu [slope 0.01]``: ``x if x > 0 else slope·x``."""
+
+    name = "leaky_relu"
+    Params = LeakyReluParams
+    positional = ("slope",)
+    key_aliases = {"negative_slope": "slope", "alpha": "slope"}
+    category = "activation"
+    activation = True
+
+
+class PreluParams(OpParams):
+    op: Literal["prelu"] = "prelu"
+    per_channel: bool = False
+    init: float = 0.25
+
+
+class Prelu(Op):
+    """``prelu [per_channel]``: ``x if x > 0 else a·x`` with a learned ``a`` (He et al., 2015);
+    one ``a`` (PyTorch's default) or one per channel (axis 1). Params 1 or C."""
+
+    name = "prelu"
+    Params = PreluParams
+    category = "activation"
+    activation = True
+
+
+class GeluParams(OpParams):
+    op: Literal["gelu"] = "gelu"
+    #: 'none' = exact ``x·Φ(x)`` (PyTorch's default); 'tanh' = the tanh approximation
+    approximate: Literal["none", "tanh"] = "none"
+
+
+class Gelu(Op):
+    """``gelu [approximate tanh]``: ``x·Φ(x)``, exact unless ``approximate tanh``."""
+
+    name = "gelu"
+    Params = GeluParams
+    category = "activation"
+    activation = True
+
+
+class SoftplusParams(OpParams):
+    op: Literal["softplus"] = "softplus"
+    beta: Annotated[float, Field(gt=0)] = 1.0
+
+
+class Softplus(Op):
+    """``softplus [beta 1]``: ``log(1 + e^(beta·x)) / beta``."""
+
+    name = "softplus"
+    Params = SoftplusParams
+    category = "activation"
+    activation = True

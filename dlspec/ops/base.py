@@ -1,0 +1,165 @@
+"""The op catalogue's base: typed params and how a layer's written arguments bind to them.
+
+An op (layer kind) is a subclass of :class:`Op` in one module of :mod:`dlspec.ops`;
+its ``Params`` pydantic model is the schema of what users may write after its word.
+Later stages find the op's shape rule, cost, lowering and drawing style on the same class.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import Diagnostic, Span, suggest
+
+
+class OpParams(BaseModel):
+    """Base of every op's parameter model: frozen, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Op:
+    """One layer kind. Subclasses set the class attributes below and document their
+    shape contract in the docstring, e.g. ``(N, C_in, H, W) → (N, C_out, H', W')``."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[OpParams]]
+    #: fields that may be given without their key, in this order
+    positional: ClassVar[tuple[str, ...]] = ()
+    #: other words for a key (``kernel_size`` → ``kernel``)
+    key_aliases: ClassVar[dict[str, str]] = {}
+    #: drawing/report category
+    category: ClassVar[str] = "other"
+    #: how many input tensors (min, max); max None = any
+    arity: ClassVar[tuple[int, int | None]] = (1, 1)
+    #: params whose values are tensors (extra inputs), e.g. attention's ``mask``
+    tensor_params: ClassVar[tuple[str, ...]] = ()
+    #: an activation-like op (merged into the layer it follows when drawn)
+    activation: ClassVar[bool] = False
+
+    # ---- argument binding -------------------------------------------------
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f for f in cls.Params.model_fields if f != "op"]
+
+    @classmethod
+    def words(cls) -> dict[str, tuple[str, str]]:
+        """Bare words that set a field: ``max`` → ``("kind", "max")`` for every Literal option."""
+        out: dict[str, tuple[str, str]] = {}
+        for fname, f in cls.Params.model_fields.items():
+            if fname == "op":
+                continue
+            for lit in _literals(f.annotation):
+                out.setdefault(lit, (fname, lit))
+        return out
+
+    @classmethod
+    def is_bool_field(cls, fname: str) -> bool:
+        ann = cls.Params.model_fields[fname].annotation
+        return ann is bool or (get_origin(ann) in (Union, types.UnionType) and bool in get_args(ann))
+
+    @classmethod
+    def literal_ok(cls, fname: str, word: str) -> bool:
+        return word in _literals(cls.Params.model_fields[fname].annotation)
+
+    @classmethod
+    def build(cls, values: dict[str, Any], spans: dict[str, Span], where: Span) -> OpParams:
+        """Validate bound values into ``Params``; errors point at the offending argument."""
+        try:
+            return cls.Params(op=cls.name, **values)
+        except ValidationError as e:
+            diags = []
+            for err in e.errors():
+                loc = err["loc"][0] if err["loc"] else None
+                fname = str(loc) if loc is not None else ""
+                if err["type"] == "missing":
+                    diags.append(
+                        Diagnostic(
+                            f"{cls.name} needs '{fname}'",
+                            where,
+                            help=f"write it as '{cls.name} … {fname} VALUE'"
+                            if fname not in cls.positional
+                            else f"give it first: '{cls.name} {fname.upper()} …'",
+                        )
+                    )
+                    continue
+                got = values.get(fname, err.get("input"))
+                diags.append(
+                    Diagnostic(
+                        f"{cls.name} '{fname}' {_describe(cls.Params.model_fields[fname].annotation) if fname in cls.Params.model_fields else 'is invalid'}, got {_show(got)}",
+                        spans.get(fname, where),
+                        help=_custom_msg(err),
+                    )
+                )
+            raise _BindError(diags) from None
+
+    @classmethod
+    def unknown_key_message(cls, word: str, env_names: list[str]) -> str:
+        return f"unknown parameter '{word}' for {cls.name}{suggest(word, cls.keys() + list(cls.key_aliases) + list(cls.words()))}"
+
+
+class _BindError(Exception):
+    def __init__(self, diags: list[Diagnostic]):
+        self.diags = diags
+
+
+def _custom_msg(err: dict) -> str | None:
+    if err["type"] in ("value_error", "assertion_error"):
+        msg = str(err.get("msg", ""))
+        return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return None
+
+
+def _literals(ann: Any) -> list[str]:
+    if get_origin(ann) is Literal:
+        return [a for a in get_args(ann) if isinstance(a, str)]
+    if get_origin(ann) in (Union, types.UnionType, typing.Annotated):
+        return [x for a in get_args(ann) for x in _literals(a)]
+    return []
+
+
+def _describe(ann: Any) -> str:
+    """'must be an int', 'must be an int or a list of ints', 'must be one of max, avg'…"""
+    return "must be " + _type_words(ann)
+
+
+def _type_words(ann: Any) -> str:
+    o = get_origin(ann)
+    if ann is int:
+        return "a whole number"
+    if ann is float:
+        return "a number"
+    if ann is bool:
+        return "true or false"
+    if ann is str:
+        return "a name"
+    if ann is type(None):
+        return "none"
+    if o is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(ann))
+    if o is typing.Annotated:
+        base, *meta = get_args(ann)
+        extra = next((m for m in meta if isinstance(m, str)), None)
+        return extra or _type_words(base)
+    if o in (tuple, list):
+        args = [a for a in get_args(ann) if a is not Ellipsis]
+        return "a list of " + " or ".join(_type_words(a) for a in args).replace("a whole number", "whole numbers")
+    if o in (Union, types.UnionType):
+        parts = [_type_words(a) for a in get_args(ann) if a is not type(None)]
+        return " or ".join(dict.fromkeys(parts))
+    return getattr(ann, "__name__", str(ann))
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, str):
+        return f"'{v}'"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    return str(v)

@@ -1,0 +1,419 @@
+"""Stage 1: text → typed AST (:mod:`dlspec.ast`) with source spans.
+
+The Lark grammar lives in ``grammar/dlspec.lark`` (shipped inside the wheel as
+``dlspec/grammar/dlspec.lark``) and is built once, LALR, with positions.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from . import ast as A
+from .errors import SOURCES, Diagnostic, DlspecError, Note, ParseError, Span
+
+
+def grammar_path() -> Path:
+    """The grammar file: inside the package when installed, else the repository's."""
+    here = Path(__file__).resolve().parent
+    for p in (here / "grammar" / "dlspec.lark", here.parent / "grammar" / "dlspec.lark"):
+        if p.is_file():
+            return p
+    raise FileNotFoundError("dlspec grammar file dlspec.lark not found beside the package")
+
+
+_OPEN = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
+_CLOSE = {v: k for k, v in _OPEN.items()}
+# After these, a newline cannot end a statement.
+_NO_NL_AFTER = {None, "_NL", "LBRACE", "_ARROW"}
+# Before these, a newline is not a statement end either.
+_NO_NL_BEFORE = {"_ARROW", "RBRACE", "ELSE", "ELIF"}
+
+
+class _PostLex:
+    """Drops newlines that cannot end a statement; marks top-level commas.
+
+    Inside ``()`` and ``[]`` newlines are insignificant and a comma separates
+    items; outside them a comma separates argument groups (``ACOMMA``)."""
+
+    always_accept = ("_NL", "COMMA")
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def process(self, stream):
+        stack: list[Token] = []
+        self.local.open_stack = stack
+        pending: Token | None = None
+        prev: str | None = None
+        for tok in stream:
+            t = tok.type
+            if t == "_NL":
+                if any(s.type != "LBRACE" for s in stack) or prev in _NO_NL_AFTER:
+                    continue
+                pending = pending or tok
+                continue
+            if pending is not None:
+                if t not in _NO_NL_BEFORE:
+                    yield pending
+                    prev = "_NL"
+                pending = None
+            if t in _OPEN:
+                stack.append(tok)
+            elif t in _CLOSE and stack and stack[-1].type == _CLOSE[t]:
+                stack.pop()
+            if t == "COMMA" and not any(s.type != "LBRACE" for s in stack):
+                tok = Token.new_borrow_pos("ACOMMA", tok.value, tok)
+                t = "ACOMMA"
+            yield tok
+            prev = t
+
+
+_comments = threading.local()
+
+
+def _on_comment(tok: Token) -> None:
+    _comments.items.append((tok.line, tok.column, str(tok)))
+
+
+@lru_cache(maxsize=1)
+def _parser() -> tuple[Lark, _PostLex]:
+    post = _PostLex()
+    lark = Lark.open(
+        str(grammar_path()),
+        parser="lalr",
+        lexer="basic",
+        propagate_positions=True,
+        postlex=post,
+        maybe_placeholders=True,
+        lexer_callbacks={"COMMENT": _on_comment},
+    )
+    return lark, post
+
+
+def parse(text: str, file: str = "<string>") -> A.Module:
+    """Parse one ``.dl`` source into a :class:`dlspec.ast.Module`; raises :class:`ParseError`."""
+    SOURCES.add(file, text)
+    lark, post = _parser()
+    _comments.items = []
+    try:
+        tree = lark.parse(text)
+    except UnexpectedInput as e:
+        raise ParseError(_explain(e, file, text, getattr(post.local, "open_stack", []))) from None
+    try:
+        module = _Build(file).transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, DlspecError):
+            raise e.orig_exc from None
+        raise
+    return A.Module(module.span, module.items, tuple(_comments.items))
+
+
+# ---- syntax errors -------------------------------------------------------------
+
+_TOKEN_WORDS = {
+    "_NL": "end of line",
+    "$END": "end of file",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "COMMA": "','",
+    "ACOMMA": "','",
+    "_ARROW": "'->'",
+    "EQUAL": "'='",
+    "COLON": "':'",
+    "NAME": "a name",
+    "CALLNAME": "a call",
+    "NUMBER": "a number",
+    "STRING": "a string",
+}
+
+
+def _word(t: str) -> str:
+    return _TOKEN_WORDS.get(t, f"'{t.lower()}'" if t.isalpha() else t)
+
+
+def _tok_span(file: str, tok: Token, text: str) -> Span:
+    if tok.type == "$END" or tok.line is None:
+        lines = text.splitlines() or [""]
+        n = len(lines)
+        col = len(lines[-1]) + 1
+        return Span(file=file, line=n, col=col, end_line=n, end_col=col + 1)
+    end_line = tok.end_line or tok.line
+    end_col = tok.end_column or tok.column + max(1, len(tok))
+    if tok.type == "_NL":
+        end_line, end_col = tok.line, tok.column + 1
+    return Span(file=file, line=tok.line, col=tok.column, end_line=end_line, end_col=end_col)
+
+
+def _explain(e: UnexpectedInput, file: str, text: str, open_stack: list[Token]) -> Diagnostic:
+    if isinstance(e, UnexpectedCharacters):
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        span = Span(file=file, line=e.line, col=e.column, end_line=e.line, end_col=e.column + 1)
+        if ch in '"':
+            return Diagnostic("unterminated string", span, help='close the string with " on the same line')
+        return Diagnostic(f"unexpected character {ch!r}", span)
+    tok: Token = e.token if isinstance(e, (UnexpectedToken, UnexpectedEOF)) and hasattr(e, "token") else None
+    if tok is None:
+        tok = Token("$END", "")
+    expected = set(getattr(e, "expected", None) or getattr(e, "accepts", None) or ())
+    span = _tok_span(file, tok, text)
+    t = tok.type
+    unclosed = [s for s in open_stack]
+    if t == "$END" and unclosed:
+        o = unclosed[-1]
+        closer = {"LBRACE": "}", "LPAR": ")", "LSQB": "]"}[o.type]
+        return Diagnostic(
+            f"'{o}' is never closed",
+            Span(file=file, line=o.line, col=o.column, end_line=o.line, end_col=o.column + 1),
+            notes=[Note("the file ends here", span)],
+            help=f"add '{closer}' to close it",
+        )
+    prev = _prev_token_type(text, tok)
+    if prev == "," and t in ("_NL", "$END", "RBRACE", "_ARROW", "RPAR", "RSQB"):
+        return Diagnostic("stray ',' at the end of the arguments", _prev_span(file, text, tok), help="remove the ','")
+    if t == "RBRACE" and "RBRACE" not in expected and _braces_before(text, tok.start_pos) <= 0:
+        return Diagnostic("unmatched '}'", span, help="remove it, or add the '{' it should close")
+    if t in ("RPAR", "RSQB") and t not in expected:
+        return Diagnostic(f"unmatched '{tok}'", span)
+    if prev == "->" and t in ("_NL", "$END", "RBRACE"):
+        return Diagnostic("'->' must be followed by a layer", _prev_span(file, text, tok))
+    if t == "ACOMMA" or t == "COMMA":
+        return Diagnostic("unexpected ','", span, help="arguments are separated by spaces; ',' separates groups of 'key value' pairs")
+    if t == "EQUAL":
+        return Diagnostic("unexpected '='", span, help="a tensor name goes first: 'name = layer …'; inside a call write 'key = value'")
+    if t == "NUMBER" and "_NL" in expected:
+        return Diagnostic(f"unexpected number {tok}", span, help="two statements on one line need ';' or a newline between them")
+    if t == "_NL" and "RPAR" in expected:
+        return Diagnostic("')' expected", span)
+    words = sorted({_word(x) for x in expected if not x.startswith("__")})
+    exp = ""
+    if words and len(words) <= 8:
+        exp = "; expected " + ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
+    what = _word(t) if t in ("_NL", "$END") else f"'{tok}'"
+    return Diagnostic(f"unexpected {what}{exp}", span)
+
+
+def _braces_before(text: str, pos: int) -> int:
+    """Open minus closed braces in ``text[:pos]``, ignoring comments and strings."""
+    depth, i, n = 0, 0, min(pos, len(text))
+    while i < n:
+        c = text[i]
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] not in '"\n':
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+            continue
+        depth += (c == "{") - (c == "}")
+        i += 1
+    return depth
+
+
+def _prev_index(text: str, tok: Token) -> int:
+    pos = tok.start_pos if tok.type != "$END" and tok.start_pos is not None else len(text)
+    i = pos - 1
+    while i >= 0 and text[i] in " \t\r\n":
+        i -= 1
+    return i
+
+
+def _prev_token_type(text: str, tok: Token) -> str:
+    i = _prev_index(text, tok)
+    if i < 0:
+        return ""
+    if text[i] == ">" and i > 0 and text[i - 1] == "-":
+        return "->"
+    return text[i]
+
+
+def _prev_span(file: str, text: str, tok: Token) -> Span:
+    i = _prev_index(text, tok)
+    line = text.count("\n", 0, i) + 1
+    col = i - (text.rfind("\n", 0, i) + 1) + 1
+    return Span(file=file, line=line, col=col, end_line=line, end_col=col + 1)
+
+
+# ---- tree → AST ------------------------------------------------------------------
+
+
+def _num(text: str) -> int | float:
+    if any(c in text for c in ".eE"):
+        return float(text)
+    return int(text)
+
+
+@v_args(meta=True, inline=True)
+class _Build(Transformer):
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def sp(self, meta) -> Span:
+        return Span(file=self.file, line=meta.line, col=meta.column, end_line=meta.end_line, end_col=meta.end_column)
+
+    def tsp(self, tok: Token) -> Span:
+        return Span(file=self.file, line=tok.line, col=tok.column, end_line=tok.end_line, end_col=tok.end_column)
+
+    # expressions
+    def name(self, meta, tok):
+        return A.Name(self.tsp(tok), str(tok))
+
+    def number(self, meta, tok):
+        return A.Num(self.tsp(tok), _num(str(tok)), str(tok))
+
+    def string(self, meta, tok):
+        raw = str(tok)[1:-1]
+        return A.Str(self.tsp(tok), raw.encode("utf-8").decode("unicode_escape") if "\\" in raw else raw)
+
+    def true(self, meta):
+        return A.Bool(self.sp(meta), True)
+
+    def false(self, meta):
+        return A.Bool(self.sp(meta), False)
+
+    def list(self, meta, *items):
+        return A.ListE(self.sp(meta), tuple(i for i in items if i is not None))
+
+    def paren(self, meta, e):
+        return A.Paren(self.sp(meta), e)
+
+    def tuple(self, meta, *items):
+        return A.TupleE(self.sp(meta), tuple(i for i in items if i is not None))
+
+    def kwarg(self, meta, name, value):
+        return A.Kwarg(self.sp(meta), str(name), value)
+
+    def call(self, meta, fname, *args):
+        args = [a for a in args if a is not None]
+        pos = tuple(a for a in args if not isinstance(a, A.Kwarg))
+        kws = tuple(a for a in args if isinstance(a, A.Kwarg))
+        return A.Call(self.sp(meta), str(fname), self.tsp(fname), pos, kws)
+
+    def apply(self, meta, head, *rest):
+        head = self.name(meta, head) if isinstance(head, Token) else head
+        return A.Apply(self.sp(meta), head, _split_groups(rest))
+
+    def arg_groups(self, meta, *args):
+        return _split_groups(args)
+
+    def binop(self, meta, left, op, right):
+        return A.BinOp(self.sp(meta), str(op), left, right)
+
+    def unop(self, meta, op, operand):
+        return A.UnOp(self.sp(meta), str(op), operand)
+
+    def pow_(self, meta, left, right):
+        return A.BinOp(self.sp(meta), "**", left, right)
+
+    def compare(self, meta, left, op=None, right=None):
+        if op is None:
+            return left
+        return A.BinOp(self.sp(meta), str(op), left, right)
+
+    def and_(self, meta, *vals):
+        return vals[0] if len(vals) == 1 else A.BoolOp(self.sp(meta), "and", vals)
+
+    def or_(self, meta, *vals):
+        return vals[0] if len(vals) == 1 else A.BoolOp(self.sp(meta), "or", vals)
+
+    def not_(self, meta, operand):
+        return A.Not(self.sp(meta), operand)
+
+    def ternary(self, meta, then, cond, orelse):
+        return A.Ternary(self.sp(meta), then, cond, orelse)
+
+    def chain(self, meta, *stages):
+        return A.Chain(self.sp(meta), tuple(stages))
+
+    # statements
+    def input_stmt(self, meta, name, shape, groups):
+        return A.InputStmt(self.sp(meta), str(name), self.tsp(name), shape, groups)
+
+    def state_stmt(self, meta, name, shape, groups):
+        return A.StateStmt(self.sp(meta), str(name), self.tsp(name), shape, groups)
+
+    def output_assign(self, meta, name, chain):
+        return A.OutputStmt(self.sp(meta), (str(name),), (self.tsp(name),), chain)
+
+    def output_names(self, meta, *names):
+        names = [n for n in names if n.type == "NAME"]
+        return A.OutputStmt(self.sp(meta), tuple(map(str, names)), tuple(map(self.tsp, names)), None)
+
+    def assign_stmt(self, meta, name, chain):
+        return A.AssignStmt(self.sp(meta), str(name), self.tsp(name), chain)
+
+    def gate_stmt(self, meta, name, chain):
+        return A.AssignStmt(self.sp(meta), str(name), self.tsp(name), chain, gate=True)
+
+    def chain_stmt(self, meta, chain):
+        return A.ChainStmt(self.sp(meta), chain)
+
+    def elif_part(self, meta, cond, body):
+        return (cond, body)
+
+    def if_stmt(self, meta, cond, body, *rest):
+        elifs = [r for r in rest[:-1] if r is not None]
+        orelse = rest[-1] if rest else None
+        return A.IfStmt(self.sp(meta), ((cond, body), *elifs), orelse)
+
+    def part(self, meta, word, *rest):
+        body = rest[-1]
+        when = rest[-2]
+        args = tuple(a for a in rest[:-2] if a is not None)
+        return A.Part(self.sp(meta), str(word), self.tsp(word), args, when, body)
+
+    def compound_stmt(self, meta, *parts):
+        return A.CompoundStmt(self.sp(meta), tuple(parts))
+
+    def body(self, meta, *stmts):
+        return A.Body(self.sp(meta), tuple(s for s in stmts if s is not None))
+
+    # top level
+    def param(self, meta, name, default):
+        return A.Param(self.sp(meta), str(name), default)
+
+    def bare_name(self, meta, tok):
+        return (str(tok), self.tsp(tok), None)
+
+    def param_name(self, meta, tok, *params):
+        return (str(tok), self.tsp(tok), tuple(p for p in params if p is not None))
+
+    def def_kind(self, meta, tok):
+        return str(tok)
+
+    def def_stmt(self, meta, kind, name, body):
+        return A.Def(self.sp(meta), kind, name[0], name[1], name[2], body)
+
+    def import_stmt(self, meta, tok):
+        return A.Import(self.sp(meta), str(tok)[1:-1])
+
+    def train_stmt(self, meta, groups, body):
+        return A.Train(self.sp(meta), groups, body)
+
+    def start(self, meta, *items):
+        items = tuple(i for i in items if i is not None)
+        span = self.sp(meta) if not meta.empty else Span(file=self.file, line=1, col=1, end_line=1, end_col=1)
+        return A.Module(span, items)
+
+
+def _split_groups(args) -> tuple[tuple, ...]:
+    """Split a flat list of arguments at ``ACOMMA`` tokens into groups."""
+    groups: list[list] = [[]]
+    for a in args:
+        if isinstance(a, Token) and a.type == "ACOMMA":
+            groups.append([])
+        elif a is not None:
+            groups[-1].append(a)
+    return tuple(tuple(g) for g in groups if g) or ((),)
