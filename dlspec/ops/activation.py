@@ -9,16 +9,38 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from ..shapes import ShapeFail, TensorType, need_float
 from .base import Op, OpParams
 from .types import Pos
+
+
+class _Act(Op):
+    """Elementwise on a float tensor; the receptive field passes through."""
+
+    category = "activation"
+    activation = True
+    keeps_field = True
+
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        (x,) = ins
+        need_float(ctx, x)
+        return x
 
 
 def _simple(word: str, doc: str, category: str = "activation") -> type[Op]:
     params = type(f"{word.title().replace('_', '')}Params", (OpParams,), {"__annotations__": {"op": Literal[word]}, "op": word})
     return type(
         word.title().replace("_", ""),
-        (Op,),
-        {"__doc__": doc, "name": word, "Params": params, "category": category, "activation": True, "__module__": __name__},
+        (_Act,),
+        {
+            "__doc__": doc,
+            "name": word,
+            "Params": params,
+            "category": category,
+            "activation": category == "activation",
+            "__module__": __name__,
+        },
     )
 
 
@@ -40,7 +62,7 @@ class StepParams(OpParams):
     threshold: float = 0.0
 
 
-class Step(Op):
+class Step(_Act):
     """``step [threshold 0]``: binary step, ``1 if x > threshold else 0``; trained with a
     straight-through gradient (the gradient of the identity)."""
 
@@ -58,7 +80,7 @@ class SoftmaxParams(AxisParams):
     op: Literal["softmax"] = "softmax"
 
 
-class Softmax(Op):
+class Softmax(_Act):
     """``softmax [axis -1]``: ``e^x_i / Σ_j e^x_j`` along ``axis``."""
 
     name = "softmax"
@@ -67,12 +89,16 @@ class Softmax(Op):
     category = "activation"
     activation = True
 
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        return _axis_checked(p, ins, ctx)
+
 
 class LogSoftmaxParams(AxisParams):
     op: Literal["log_softmax"] = "log_softmax"
 
 
-class LogSoftmax(Op):
+class LogSoftmax(_Act):
     """``log_softmax [axis -1]``: ``x_i − log Σ_j e^x_j``."""
 
     name = "log_softmax"
@@ -81,13 +107,17 @@ class LogSoftmax(Op):
     category = "activation"
     activation = True
 
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        return _axis_checked(p, ins, ctx)
+
 
 class MaxoutParams(OpParams):
     op: Literal["maxout"] = "maxout"
     pieces: Pos
 
 
-class Maxout(Op):
+class Maxout(_Act):
     """``maxout k``: the maximum over each group of ``k`` consecutive channels (axis 1)
     (Goodfellow et al., 2013). Shape ``(N, C, *) → (N, C/k, *)``, ``C % k == 0``. No params;
     the linear pieces are the preceding layer's (``dense 1200 -> maxout 5``)."""
@@ -98,6 +128,25 @@ class Maxout(Op):
     key_aliases = {"k": "pieces"}
     category = "activation"
     activation = True
+    keeps_field = False
+
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        (x,) = ins
+        need_float(ctx, x)
+        if x.rank < 2:
+            raise ShapeFail(f"{ctx.name()} needs channels to group")
+        c = x.shape[1]
+        if not isinstance(c, int) or c % p.pieces:
+            raise ShapeFail(
+                f"{ctx.name()} cannot split {c} channels into groups of {p.pieces}",
+                help=f"the layer before it needs a multiple of {p.pieces} outputs",
+            )
+        return TensorType((x.shape[0], c // p.pieces, *x.shape[2:]), x.dtype)
+
+    @classmethod
+    def summary(cls, p) -> list[str]:
+        return [f"maxout {p.pieces}"]
 
 
 class EluParams(OpParams):
@@ -105,7 +154,7 @@ class EluParams(OpParams):
     alpha: float = 1.0
 
 
-class Elu(Op):
+class Elu(_Act):
     """``elu [alpha 1]``: ``x if x > 0 else alpha·(e^x − 1)``."""
 
     name = "elu"
@@ -120,7 +169,7 @@ class LeakyReluParams(OpParams):
     slope: Annotated[float, Field(ge=0)] = 0.01
 
 
-class LeakyRelu(Op):
+class LeakyRelu(_Act):
     """``leaky_relu [slope 0.01]``: ``x if x > 0 else slope·x``."""
 
     name = "leaky_relu"
@@ -137,7 +186,7 @@ class PreluParams(OpParams):
     init: float = 0.25
 
 
-class Prelu(Op):
+class Prelu(_Act):
     """``prelu [per_channel]``: ``x if x > 0 else a·x`` with a learned ``a`` (He et al., 2015);
     one ``a`` (PyTorch's default) or one per channel (axis 1). Params 1 or C."""
 
@@ -146,6 +195,15 @@ class Prelu(Op):
     category = "activation"
     activation = True
 
+    @classmethod
+    def count(cls, p, ins, out, ctx):
+        if not p.per_channel:
+            return 1, 0
+        c = ins[0].shape[1] if ins[0].rank > 1 else 1
+        if not isinstance(c, int):
+            raise ShapeFail(f"{ctx.name()} per channel needs a known number of channels, got {c}")
+        return c, 0
+
 
 class GeluParams(OpParams):
     op: Literal["gelu"] = "gelu"
@@ -153,7 +211,7 @@ class GeluParams(OpParams):
     approximate: Literal["none", "tanh"] = "none"
 
 
-class Gelu(Op):
+class Gelu(_Act):
     """``gelu [approximate tanh]``: ``x·Φ(x)``, exact unless ``approximate tanh``."""
 
     name = "gelu"
@@ -167,10 +225,18 @@ class SoftplusParams(OpParams):
     beta: Annotated[float, Field(gt=0)] = 1.0
 
 
-class Softplus(Op):
+class Softplus(_Act):
     """``softplus [beta 1]``: ``log(1 + e^(beta·x)) / beta``."""
 
     name = "softplus"
     Params = SoftplusParams
     category = "activation"
     activation = True
+
+
+def _axis_checked(p, ins, ctx):
+    (x,) = ins
+    need_float(ctx, x)
+    if not (-x.rank < p.axis < x.rank) or p.axis in (0, -x.rank):
+        raise ShapeFail(f"{ctx.name()} axis {p.axis} is not a feature axis of {x.show()} (axis 0 is the batch N)")
+    return x

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..shapes import ShapeFail, TensorType, dadd, dmul, need_float, need_rank
 from .base import Op, OpParams
 from .types import Pos, Rate
 
@@ -33,3 +34,46 @@ class Attention(Op):
     category = "attention"
     arity = (1, 2)
     tensor_params = ("mask",)
+
+    @classmethod
+    def infer(cls, p: AttentionParams, ins, ctx):
+        n_main = len(ins) - (1 if p.mask else 0)
+        q = ins[0]
+        kv = ins[1] if n_main == 2 else q
+        for i, t in enumerate(ins[:n_main]):
+            need_float(ctx, t, i)
+            need_rank(ctx, t, (3,), "(T, D)", i)
+        d = q.shape[2]
+        if not isinstance(d, int):
+            raise ShapeFail(f"{ctx.name()} needs a known model dimension, got {d}")
+        if kv.shape[2] != d:
+            raise ShapeFail(f"{ctx.name()}: the query has dimension {d} but the keys/values have {kv.shape[2]}")
+        if d % p.heads:
+            raise ShapeFail(f"{ctx.name()}: {d} is not divisible by heads {p.heads}", help=f"use a number of heads that divides {d}")
+        if p.mask:
+            m = ins[-1]
+            want = (q.shape[0], p.heads, q.shape[1], kv.shape[1])
+            ms = m.shape
+            if m.rank > 4 or any(a != b and a != 1 for a, b in zip(reversed(ms), reversed(want))):
+                raise ShapeFail(
+                    f"{ctx.name()} mask {m.show()} does not broadcast to (heads, T_q, T_k) = ({p.heads}, {q.shape[1]}, {kv.shape[1]})"
+                )
+        return TensorType(q.shape, q.dtype)
+
+    @classmethod
+    def count(cls, p: AttentionParams, ins, out, ctx):
+        d = ins[0].shape[2]
+        return 4 * d * d + (4 * d if p.bias else 0), 0
+
+    @classmethod
+    def macs(cls, p: AttentionParams, ins, out, ctx):
+        n_main = len(ins) - (1 if p.mask else 0)
+        q = ins[0]
+        kv = ins[1] if n_main == 2 else q
+        tq, tk, d = q.shape[1], kv.shape[1], q.shape[2]
+        proj = dmul(dadd(dmul(tq, 2), dmul(tk, 2)), d * d)  # Q and output on T_q, K and V on T_k
+        return dadd(proj, dmul(dmul(tq, tk), 2 * d))  # Q·Kᵀ and A·V
+
+    @classmethod
+    def summary(cls, p: AttentionParams) -> list[str]:
+        return [f"attention {p.heads} heads"] + (["causal"] if p.causal else []) + ([f"mask {p.mask}"] if p.mask else [])

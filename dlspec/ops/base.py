@@ -41,6 +41,37 @@ class Op:
     #: an activation-like op (merged into the layer it follows when drawn)
     activation: ClassVar[bool] = False
 
+    # ---- shape rule and costs (overridden per op) --------------------------------
+
+    @classmethod
+    def infer(cls, p: Any, ins: list, ctx: Any) -> Any:
+        """The output type. Default: elementwise on one input, shape kept."""
+        return ins[0]
+
+    @classmethod
+    def count(cls, p: Any, ins: list, out: Any, ctx: Any) -> tuple[int, int]:
+        """(trainable params, buffers)."""
+        return 0, 0
+
+    @classmethod
+    def macs(cls, p: Any, ins: list, out: Any, ctx: Any) -> Any:
+        """Multiply-accumulates per sample (a symbolic Dim where it depends on ``T``)."""
+        return 0
+
+    @classmethod
+    def summary(cls, p: Any) -> list[str]:
+        """Key params in glossary words, e.g. ``['conv 64', '3×3', '/2']``."""
+        return [cls.name]
+
+    @classmethod
+    def window(cls, p: Any, n: int) -> list[tuple[int, int]] | None:
+        """(effective kernel, stride) per spatial dim for receptive-field tracking;
+        None when the op keeps the receptive field (activations, norms, merges)."""
+        return None
+
+    #: whether the receptive field passes through this op unchanged
+    keeps_field: ClassVar[bool] = False
+
     # ---- argument binding -------------------------------------------------
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..shapes import ShapeFail, TensorType, dmul, elements, need_float
 from .base import Op, OpParams
 from .types import Pos
 
@@ -27,3 +28,48 @@ class Dense(Op):
     positional = ("units",)
     key_aliases = {"linear": "units", "out": "units"}
     category = "dense"
+
+    @classmethod
+    def infer(cls, p: DenseParams, ins, ctx):
+        (x,) = ins
+        need_float(ctx, x)
+        if x.rank < 2:
+            raise ShapeFail(f"{ctx.name()} expects features but gets a scalar per sample from {ctx.source()}")
+        f = x.shape[-1]
+        if not isinstance(f, int):
+            raise ShapeFail(f"{ctx.name()} needs a known number of input features, got {f} from {ctx.source()}")
+        if p.tied is not None:
+            src = next((n for n in ctx.graph.nodes if n.path == p.tied), None) or next(
+                (n for n in ctx.graph.nodes if n.path.endswith("." + p.tied) and n.op == "embedding"), None
+            )
+            if src is None or src.op != "embedding":
+                raise ShapeFail(f"{ctx.name()} is tied to '{p.tied}', which is not an embedding layer")
+            if src.params.dim != f:
+                raise ShapeFail(f"{ctx.name()} is tied to embedding '{p.tied}' of dim {src.params.dim} but gets {f} features")
+            vocab = _vocab_of(ctx, src)
+            if vocab != p.units:
+                raise ShapeFail(f"{ctx.name()} is tied to embedding '{p.tied}' with vocab {vocab} but has {p.units} units")
+        return TensorType(x.shape[:-1] + (p.units,), x.dtype)
+
+    @classmethod
+    def count(cls, p: DenseParams, ins, out, ctx):
+        f = ins[0].shape[-1]
+        weight = 0 if p.tied else p.units * f
+        return weight + (p.units if p.bias else 0), 0
+
+    @classmethod
+    def macs(cls, p: DenseParams, ins, out, ctx):
+        x = ins[0]
+        return dmul(elements(x.sample[:-1]), p.units * x.shape[-1])
+
+    @classmethod
+    def summary(cls, p: DenseParams) -> list[str]:
+        return [f"dense {p.units}"] + (["no bias"] if not p.bias else []) + ([f"tied {p.tied}"] if p.tied else [])
+
+
+def _vocab_of(ctx, emb) -> int:
+    """An embedding's vocabulary: its own 'vocab', else its integer input's."""
+    if emb.params.vocab is not None:
+        return emb.params.vocab
+    src = ctx.types.get(emb.inputs[0])
+    return src.vocab if src is not None else -1

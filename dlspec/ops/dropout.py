@@ -22,3 +22,8 @@ class Dropout(Op):
     positional = ("rate",)
     key_aliases = {"p": "rate"}
     category = "regularisation"
+    keeps_field = True
+
+    @classmethod
+    def summary(cls, p) -> list[str]:
+        return [f"dropout {p.rate:g}"]

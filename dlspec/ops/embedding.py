@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..shapes import ShapeFail, TensorType, need_float, need_rank
 from .base import Op, OpParams
 from .types import Pos
 
@@ -24,6 +25,35 @@ class Embedding(Op):
     key_aliases = {"vocabulary": "vocab", "size": "dim"}
     category = "embedding"
 
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        (x,) = ins
+        if x.is_float() or x.dtype == "bool":
+            raise ShapeFail(
+                f"{ctx.name()} needs integer token ids but gets {x.dtype} from {ctx.source()}",
+                help="declare the input as integers: 'input tokens: [T] int vocab 10000'",
+            )
+        cls.vocab(p, x, ctx)
+        return TensorType(x.shape + (p.dim,), "float32")
+
+    @classmethod
+    def vocab(cls, p, x, ctx) -> int:
+        if p.vocab is not None:
+            if x.vocab is not None and x.vocab > p.vocab:
+                raise ShapeFail(f"{ctx.name()} has vocab {p.vocab} but its input's ids go up to {x.vocab - 1}")
+            return p.vocab
+        if x.vocab is None:
+            raise ShapeFail(f"{ctx.name()} needs a 'vocab' size", help="write 'embedding DIM vocab V', or declare the input with 'vocab V'")
+        return x.vocab
+
+    @classmethod
+    def count(cls, p, ins, out, ctx):
+        return cls.vocab(p, ins[0], ctx) * p.dim, 0
+
+    @classmethod
+    def summary(cls, p) -> list[str]:
+        return [f"embedding {p.dim}"] + ([f"vocab {p.vocab}"] if p.vocab else [])
+
 
 class PosEmbedParams(OpParams):
     op: Literal["posembed"] = "posembed"
@@ -40,3 +70,23 @@ class PosEmbed(Op):
     positional = ("length",)
     key_aliases = {"max_len": "length"}
     category = "embedding"
+
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        (x,) = ins
+        need_float(ctx, x)
+        need_rank(ctx, x, (3,), "(T, D)")
+        t, d = x.shape[1], x.shape[2]
+        if isinstance(t, int) and t > p.length:
+            raise ShapeFail(f"{ctx.name()} encodes at most {p.length} positions but the sequence has {t}")
+        if not isinstance(d, int):
+            raise ShapeFail(f"{ctx.name()} needs a known feature size, got {d}")
+        return x
+
+    @classmethod
+    def count(cls, p, ins, out, ctx):
+        return p.length * ins[0].shape[2], 0
+
+    @classmethod
+    def summary(cls, p) -> list[str]:
+        return [f"posembed {p.length}"]

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from ..shapes import ShapeFail, need_float
 from .base import Op, OpParams
 from .types import Pos
 
@@ -28,6 +29,19 @@ class BatchNorm(Op):
     name = "batchnorm"
     Params = BatchNormParams
     category = "normalisation"
+    keeps_field = True
+
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        (x,) = ins
+        need_float(ctx, x)
+        _known(ctx, x, 1, "channels")
+        return x
+
+    @classmethod
+    def count(cls, p, ins, out, ctx):
+        c = ins[0].shape[1]
+        return (2 * c if p.affine else 0), 2 * c + 1  # running mean, var, num_batches_tracked
 
 
 class LayerNormParams(OpParams):
@@ -42,6 +56,18 @@ class LayerNorm(Op):
     name = "layernorm"
     Params = LayerNormParams
     category = "normalisation"
+    keeps_field = True
+
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        (x,) = ins
+        need_float(ctx, x)
+        _known(ctx, x, -1, "features")
+        return x
+
+    @classmethod
+    def count(cls, p, ins, out, ctx):
+        return (2 * ins[0].shape[-1] if p.affine else 0), 0
 
 
 class GroupNormParams(OpParams):
@@ -59,3 +85,26 @@ class GroupNorm(Op):
     Params = GroupNormParams
     positional = ("groups",)
     category = "normalisation"
+    keeps_field = True
+
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        (x,) = ins
+        need_float(ctx, x)
+        c = _known(ctx, x, 1, "channels")
+        if c % p.groups:
+            raise ShapeFail(f"{ctx.name()} cannot split {c} channels into {p.groups} groups")
+        return x
+
+    @classmethod
+    def count(cls, p, ins, out, ctx):
+        return (2 * ins[0].shape[1] if p.affine else 0), 0
+
+
+def _known(ctx, x, axis: int, what: str) -> int:
+    if x.rank < 2:
+        raise ShapeFail(f"{ctx.name()} expects an input with {what} but gets {x.show()} from {ctx.source()}")
+    c = x.shape[axis]
+    if not isinstance(c, int):
+        raise ShapeFail(f"{ctx.name()} needs a known number of {what}, got {c} from {ctx.source()}")
+    return c

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..shapes import ShapeFail, TensorType, dmul, need_float, need_rank
 from .base import Op, OpParams
 from .types import Pos, Rate
 
@@ -36,6 +37,48 @@ class _Recurrent(Op):
     key_aliases = {"hidden_size": "hidden", "num_layers": "layers", "return_sequences": "sequences"}
     category = "recurrent"
     gates = 1
+
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        (x,) = ins
+        need_float(ctx, x)
+        need_rank(ctx, x, (3,), "(T, F) sequence")
+        if not isinstance(x.shape[2], int):
+            raise ShapeFail(f"{ctx.name()} needs a known number of input features, got {x.shape[2]}")
+        width = p.hidden * (2 if p.bidirectional else 1)
+        if p.dropout and p.layers == 1:
+            ctx.warn(f"{ctx.name()} dropout {p.dropout:g} has no effect with one layer (it applies between layers)")
+        return TensorType((x.shape[0], x.shape[1], width) if p.sequences else (x.shape[0], width), x.dtype)
+
+    @classmethod
+    def per_step(cls, p, f: int) -> tuple[int, int]:
+        """(params, MACs per time step) over all layers and directions."""
+        dirs = 2 if p.bidirectional else 1
+        g, h = cls.gates, p.hidden
+        params = macs = 0
+        for layer in range(p.layers):
+            fin = f if layer == 0 else dirs * h
+            params += dirs * (g * h * (fin + h) + (2 * g * h if p.bias else 0))
+            macs += dirs * g * h * (fin + h)
+        return params, macs
+
+    @classmethod
+    def count(cls, p, ins, out, ctx):
+        return cls.per_step(p, ins[0].shape[2])[0], 0
+
+    @classmethod
+    def macs(cls, p, ins, out, ctx):
+        return dmul(ins[0].shape[1], cls.per_step(p, ins[0].shape[2])[1])
+
+    @classmethod
+    def summary(cls, p) -> list[str]:
+        words = [f"{cls.name} {p.hidden}"]
+        if p.layers > 1:
+            words.append(f"×{p.layers} layers")
+        if p.bidirectional:
+            words.append("bidirectional")
+        words.append("sequences" if p.sequences else "last")
+        return words
 
 
 class Rnn(_Recurrent):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..shapes import ShapeFail, Sym, TensorType, dfloordiv, dmul, elements, need_rank
 from .base import Op, OpParams
 from .types import Dim, Pos, Size
 
@@ -21,6 +22,13 @@ class Flatten(Op):
     Params = FlattenParams
     category = "reshape"
 
+    @classmethod
+    def infer(cls, p: FlattenParams, ins, ctx):
+        (x,) = ins
+        if p.start >= x.rank:
+            raise ShapeFail(f"{ctx.name()} starts at axis {p.start} but its input {x.show()} has only {x.rank} axes (N included)")
+        return TensorType(x.shape[: p.start] + (elements(x.shape[p.start :]),), x.dtype, x.vocab)
+
 
 class ReshapeParams(OpParams):
     op: Literal["reshape"] = "reshape"
@@ -34,6 +42,39 @@ class Reshape(Op):
     Params = ReshapeParams
     positional = ("shape",)
     category = "reshape"
+
+    @classmethod
+    def infer(cls, p: ReshapeParams, ins, ctx):
+        (x,) = ins
+        total = elements(x.sample)
+        dims = [Sym.of(d) if isinstance(d, str) else d for d in p.shape]
+        if sum(1 for d in dims if d == -1) > 1:
+            raise ShapeFail(f"{ctx.name()} has more than one -1")
+        for d in dims:
+            if isinstance(d, int) and d != -1 and d <= 0:
+                raise ShapeFail(f"{ctx.name()} dimension {d} must be positive (or -1, once)")
+        known = 1
+        for d in dims:
+            if d != -1:
+                known = dmul(known, d)
+        shown = "[" + ", ".join(map(str, p.shape)) + "]"
+        if -1 in dims:
+            if isinstance(known, int) and isinstance(total, int):
+                if total % known:
+                    raise ShapeFail(
+                        f"{ctx.name()} cannot reshape {x.show()} ({total} values) to {shown}: {total} is not a multiple of {known}"
+                    )
+                fill = total // known
+            elif isinstance(known, int):
+                fill = dfloordiv(total, known)
+                if isinstance(fill, Sym) and any(n.startswith("⌊") for n in fill.names()):
+                    raise ShapeFail(f"{ctx.name()} cannot tell whether {total} values divide by {known}")
+            else:
+                raise ShapeFail(f"{ctx.name()} cannot infer -1 with symbolic sizes in {shown}")
+            dims = [fill if d == -1 else d for d in dims]
+        elif known != total:
+            raise ShapeFail(f"{ctx.name()} cannot reshape {x.show()} ({total} values) to {shown} ({known} values)")
+        return TensorType((x.shape[0], *dims), x.dtype, x.vocab)
 
 
 class PermuteParams(OpParams):
@@ -50,6 +91,16 @@ class Permute(Op):
     positional = ("dims",)
     category = "reshape"
 
+    @classmethod
+    def infer(cls, p: PermuteParams, ins, ctx):
+        (x,) = ins
+        if sorted(p.dims) != list(range(1, x.rank)):
+            raise ShapeFail(
+                f"{ctx.name()} dims {list(p.dims)} must be a permutation of {list(range(1, x.rank))} for its input {x.show()}",
+                help="axes are counted from 1 without the batch N, as in Keras' Permute",
+            )
+        return TensorType((x.shape[0], *(x.shape[d] for d in p.dims)), x.dtype, x.vocab)
+
 
 class UpsampleParams(OpParams):
     op: Literal["upsample"] = "upsample"
@@ -65,3 +116,17 @@ class Upsample(Op):
     positional = ("scale",)
     key_aliases = {"factor": "scale"}
     category = "reshape"
+
+    @classmethod
+    def infer(cls, p: UpsampleParams, ins, ctx):
+        (x,) = ins
+        need_rank(ctx, x, (3, 4, 5), "(C, L), (C, H, W) or (C, D, H, W)")
+        n = x.rank - 2
+        scale = p.scale if isinstance(p.scale, tuple) else (p.scale,) * n
+        if len(scale) != n:
+            raise ShapeFail(f"{ctx.name()} 'scale' has {len(scale)} values but the input has {n} spatial dims")
+        return TensorType(x.shape[:2] + tuple(dmul(d, s) for d, s in zip(x.shape[2:], scale)), x.dtype)
+
+    @classmethod
+    def summary(cls, p: UpsampleParams) -> list[str]:
+        return ["upsample", f"×{p.scale}", p.mode]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..shapes import ShapeFail, need_float
 from .base import Op, OpParams
 
 
@@ -19,3 +20,11 @@ class Sample(Op):
     Params = SampleParams
     category = "sampling"
     arity = (2, 2)
+
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        mu, logvar = ins
+        need_float(ctx, mu)
+        if mu.shape != logvar.shape:
+            raise ShapeFail(f"{ctx.name()}: mu {mu.show()} and logvar {logvar.show()} must have the same shape")
+        return mu

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ..shapes import N, ShapeFail, Sym, TensorType, dadd, dmul, run_body
 from .base import Op, OpParams
 from .types import Dim, Pos
 
@@ -28,6 +29,18 @@ class Input(Op):
     Params = InputParams
     category = "io"
     arity = (0, 0)
+
+    @classmethod
+    def infer(cls, p: InputParams, ins, ctx):
+        dtype = DTYPE_WORDS.get(p.dtype, p.dtype)
+        if p.vocab is not None and dtype.startswith(("float", "bfloat")):
+            raise ShapeFail(f"input '{ctx.node.path}' has a vocab but is {dtype}", help="token ids are integers: add 'int'")
+        shape = tuple(Sym.of(d) if isinstance(d, str) else d for d in p.shape)
+        return TensorType((N, *shape), dtype, p.vocab)
+
+    @classmethod
+    def summary(cls, p: InputParams) -> list[str]:
+        return ["input"]
 
 
 class StateSpec(BaseModel):
@@ -62,6 +75,45 @@ class Cell(Op):
     Params = CellParams
     category = "recurrent"
 
+    @classmethod
+    def infer(cls, p: CellParams, ins, ctx):
+        (x,) = ins
+        if x.rank != 3:
+            raise ShapeFail(f"cell {p.cell} '{ctx.node.path}' runs over a (T, F) sequence but gets {x.show()} from {ctx.source()}")
+        seed = {p.step_input: TensorType((x.shape[0], x.shape[2]), x.dtype)}
+        for st in p.states:
+            seed[st.node] = TensorType((x.shape[0], *(Sym.of(d) if isinstance(d, str) else d for d in st.shape)), x.dtype)
+        costs = run_body(ctx.graph, p.body, ctx.types, seed, ctx)
+        for st in p.states:
+            got, want = ctx.types[st.update], seed[st.node]
+            if got.shape != want.shape:
+                upd = next(n for n in ctx.graph.nodes if n.path == st.update)
+                raise ShapeFail(
+                    f"cell {p.cell}: state '{st.name}' is declared {want.show()} but its update gives {got.show()} (at {upd.span})",
+                    help="the new state must have the declared shape",
+                )
+        ctx.node_costs = costs
+        step = ctx.types[p.step_output]
+        shape = (x.shape[0], x.shape[1], *step.sample) if p.sequences else step.shape
+        return TensorType(shape, step.dtype)
+
+    @classmethod
+    def count(cls, p: CellParams, ins, out, ctx):
+        costs = getattr(ctx, "node_costs", {})
+        return sum(c.params for c in costs.values()), sum(c.buffers for c in costs.values())
+
+    @classmethod
+    def macs(cls, p: CellParams, ins, out, ctx):
+        costs = getattr(ctx, "node_costs", {})
+        per_step = 0
+        for c in costs.values():
+            per_step = dadd(per_step, c.macs)
+        return dmul(ins[0].shape[1], per_step)
+
+    @classmethod
+    def summary(cls, p: CellParams) -> list[str]:
+        return [f"cell {p.cell}", "sequences" if p.sequences else "last"]
+
 
 class StepInParams(OpParams):
     op: Literal["step_in"] = "step_in"
@@ -76,3 +128,7 @@ class StepIn(Op):
     Params = StepInParams
     category = "io"
     arity = (0, 0)
+
+    @classmethod
+    def infer(cls, p, ins, ctx):  # seeded by the cell's rule
+        raise ShapeFail("a cell's step input is only defined inside the cell")
