@@ -219,7 +219,7 @@ def table(rep: Report, file: str, batch: int | None = None, optimizer: str = "ad
         t.add_row(name, op, r.shape.show(with_batch=True), params, f"{m:,}" if m else "–", f"{r.rf[0]} /{r.rf[1]}" if r.rf else "")
     lines = [
         f"Params: {rep.params:,} trainable ({human(rep.params)}), {rep.buffers:,} in buffers (batch-norm statistics)",
-        f"MACs per sample: {rep.macs():,} ({human(rep.macs())})" + (f" at {seq_note}" if seq_note else ""),
+        f"MACs per sample: {rep.macs():,} ({human(rep.macs())})" + (f", {seq_note}" if seq_note else ""),
         f"Memory: params {nbytes(rep.param_bytes())}; forward activations {nbytes(rep.activation_bytes())} per sample",
     ]
     if batch:
