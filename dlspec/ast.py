@@ -7,6 +7,7 @@ Built by :mod:`dlspec.parse`; consumed by :mod:`dlspec.expand` (to the graph IR)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .errors import Span
 
@@ -80,7 +81,7 @@ class Apply(Node):
     head: "Name | Call"
     groups: tuple[tuple["Expr", ...], ...]
 
-    @property
+    @cached_property  # read many times per layer by the expander; the node is immutable
     def args(self) -> tuple["Expr", ...]:
         return tuple(a for g in self.groups for a in g)
 

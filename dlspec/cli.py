@@ -28,13 +28,24 @@ def _version() -> str:
         return "0.1.0"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, looking the version up only when asked (importlib.metadata is slow to import)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help="show program's version number and exit"):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser._print_message(f"dlspec {_version()}\n", sys.stdout)
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="dlspec",
         description="Declarative neural-network specs: check, format, compile, train and draw .dl files.",
         epilog="Run 'dlspec COMMAND --help' for a command's options. Docs: docs/language.md",
     )
-    p.add_argument("--version", action="version", version=f"dlspec {_version()}")
+    p.add_argument("--version", action=_VersionAction)
     p.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -90,13 +101,14 @@ def cmd_check(args) -> int:
         except DlspecError as e:
             diags = e.diagnostics
             prog = None
-        if diags:
+        errors = sum(d.severity == "error" for d in diags)
+        all_diags.extend(diags)
+        if diags and not args.json:
+            print(render_all(diags, color=_color(sys.stderr)), file=sys.stderr)
+        if errors:
             status = EXIT_ERROR
-            all_diags.extend(diags)
             if not args.json:
-                print(render_all(diags, color=_color(sys.stderr)), file=sys.stderr)
-                n = sum(d.severity == "error" for d in diags)
-                print(f"{path}: {n} error{'s' * (n != 1)}", file=sys.stderr)
+                print(f"{path}: {errors} error{'s' * (errors != 1)}", file=sys.stderr)
         elif not args.json:
             models = ", ".join(prog.models) if prog and prog.models else "no models"
             print(f"ok {path} ({models})")

@@ -19,7 +19,7 @@ def _seq(text: str) -> tuple[str, int]:
 
 def _compile_args(p) -> None:
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--model", help="the model to compile (default: the file's last model)")
+    p.add_argument("--model", help="the model to compile (default: every model of the file)")
     p.add_argument("--depth", type=int, default=None, help="collapse block calls nested deeper than this into one row")
     p.add_argument("--batch", type=int, default=None, help="batch size for the training memory estimate")
     p.add_argument("--optimizer", default=None, help="optimizer for the training memory estimate (default: the spec's, else adam)")
@@ -28,6 +28,9 @@ def _compile_args(p) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--emit", choices=["ir"], help="print the resolved, shape-annotated IR as JSON instead")
+    p.add_argument("--verify", action="store_true", help="build the model, run one random batch, and check runtime shapes and params against the static ones")
+    p.add_argument("--device", default=None, help="tinygrad device for --verify (CPU, CUDA, NV, METAL, AMD, …; default: tinygrad's choice)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="parameter dtype for --verify")
 
 
 def _compile(args) -> int:
@@ -53,6 +56,8 @@ def _compile(args) -> int:
             print(to_json(e.diagnostics))
             return 2 if type(e).__name__ == "UsageError" else 1
         raise
+    if args.verify:
+        return _verify(prog, out, args, seq)
     if args.emit == "ir":
         docs = [annotated_ir(rep) for _, rep in out]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=1))
@@ -69,6 +74,29 @@ def _compile(args) -> int:
         optimizer = args.optimizer or _spec_optimizer(prog, m) or "adam"
         console.print(table(rep, args.file, batch=args.batch, optimizer=optimizer))
     return 0
+
+
+def _verify(prog, out, args, seq) -> int:
+    import time
+
+    from .backend.tinygrad import verify
+
+    status = 0
+    for m, rep in out:
+        t0 = time.perf_counter()
+        net = prog.build(m, device=args.device, seed=0, dtype=args.dtype)
+        problems = verify(net, batch=2, seq=seq)
+        dt = time.perf_counter() - t0
+        if problems:
+            status = 1
+            print(f"{args.file}: {m}: runtime differs from the static report:", file=sys.stderr)
+            for line in problems:
+                print(f"  {line}", file=sys.stderr)
+        else:
+            p, b = net.num_params()
+            n = len(net.graph.top_level())
+            print(f"verified {m} on {net.device}: {n} layer shapes and {p:,} params (+{b:,} buffers) match the static report ({dt:.1f} s)")
+    return status
 
 
 def _spec_optimizer(prog, model: str) -> str | None:
@@ -102,6 +130,26 @@ def annotated_ir(rep) -> dict:
     return doc
 
 
+def _draw_args(p) -> None:
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--output", metavar="OUT", help="where to write (default: NAME.FORMAT beside the spec; dot goes to stdout; '-': stdout)")
+    p.add_argument("--format", choices=("svg", "png", "pdf", "dot"), default=None, help="svg (default), png, pdf, or dot (needs no Graphviz)")
+    p.add_argument("--model", help="the model to draw (default: the file's last model)")
+    p.add_argument("--depth", type=int, default=None, metavar="K", help="collapse block calls nested deeper than K into one node")
+    p.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top to bottom (default) or left to right")
+    p.add_argument("--activations", action="store_true", help="give activations their own nodes (default: merged into the layer before)")
+    p.add_argument("--fold-repeats", action="store_true", help="draw runs of identical repeat iterations once, with a ×N badge")
+    p.add_argument("--cells", action="store_true", help="draw the inside of recurrent cells: gates, state and update equations")
+    p.add_argument("--phase", choices=("train", "eval"), default="train", help="eval hides dropout")
+
+
+def _draw(args) -> int:
+    from .draw import run
+
+    return run(args)
+
+
 COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("compile", "infer shapes and report params, MACs and memory per layer", _compile_args, _compile),
+    ("draw", "draw a model as a Graphviz diagram (svg, png, pdf or dot) with shapes, blocks and costs", _draw_args, _draw),
 ]

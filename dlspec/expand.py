@@ -16,7 +16,7 @@ from . import ast as A
 from . import ops
 from .errors import Diagnostic, Note, ResolveError, Span, suggest
 from .ir import Frame, Graph, Node, Output
-from .ops.base import Op, _BindError, _show
+from .ops.base import Op, _BindError, _literals, _show
 
 MAX_NODES = 1_000_000
 MAX_REPEAT = 100_000
@@ -137,7 +137,13 @@ class Expander:
 
     def model(self, defn: A.Def, overrides: dict[str, Any] | None = None) -> Graph:
         scope = Scope(prefix="", names={}, stack=(), is_model=True)
-        args = self.bind_params(defn, (), dict(overrides or {}), {}, defn.name_span, scope)
+        try:
+            args = self.bind_params(defn, (), dict(overrides or {}), {}, defn.name_span, scope)
+        except Fail as f:  # a bad default (or override) of the model's own parameters
+            self.report(f)
+            raise ResolveError(self.diags) from None
+        except _Silent:  # pragma: no cover - parameters are never poisoned
+            raise ResolveError(self.diags) from None
         scope.names.update(args)
         self.body(defn.body, scope)
         inputs = tuple(n.path for n in self.nodes if n.op == "input" and n.in_cell is None)
@@ -195,12 +201,14 @@ class Expander:
             scope.current = self.chain(st.chain, scope)
         elif isinstance(st, A.AssignStmt):
             self.assign(st, scope)
-        elif isinstance(st, A.InputStmt):
-            self.input(st, scope)
+        elif isinstance(st, (A.InputStmt, A.StateStmt)):
+            try:
+                (self.input if isinstance(st, A.InputStmt) else self.state)(st, scope)
+            except (Fail, _Silent):
+                scope.names.setdefault(st.name, POISON)  # later uses of the name fail silently
+                raise
         elif isinstance(st, A.OutputStmt):
             self.output(st, scope)
-        elif isinstance(st, A.StateStmt):
-            self.state(st, scope)
         elif isinstance(st, A.IfStmt):
             for cond, body in st.branches:
                 if self.truth(cond, scope):
@@ -228,6 +236,7 @@ class Expander:
         except (Fail, _Silent):
             scope.names[st.name] = POISON
             raise
+        self.name_tensor(value, st.name)
         if scope.states is not None and st.name in scope.states:
             scope.states[st.name] = value
         scope.names[st.name] = value
@@ -284,6 +293,7 @@ class Expander:
     def output(self, st: A.OutputStmt, scope: Scope) -> None:
         if st.chain is not None:
             value = self.chain(st.chain, scope, name=st.names[0])
+            self.name_tensor(value, st.names[0])
             scope.names[st.names[0]] = value
             scope.current = value
             scope.outputs.append((st.names[0], value, st.span))
@@ -292,6 +302,12 @@ class Expander:
             if name not in scope.names:
                 raise Fail(f"unknown tensor '{name}'{suggest(name, self.tensor_names(scope))}", span)
             scope.outputs.append((name, scope.names[name], span))
+
+    def name_tensor(self, value: Any, name: str) -> None:
+        """``s = a + b``, ``d = abs(…)``: the node just made for a statement carries its tensor name."""
+        last = self.nodes[-1] if self.nodes else None
+        if isinstance(value, Tensor) and last is not None and last.path == value.path and last.tensor is None:
+            self.nodes[-1] = last.model_copy(update={"tensor": name})
 
     def tensor_names(self, scope: Scope) -> list[str]:
         return [k for k, v in scope.names.items() if isinstance(v, Tensor)]
@@ -309,6 +325,11 @@ class Expander:
             "repeat": self.repeat,
             "group": self.group,
         }.get(word)
+        for p in st.parts:
+            if p.when is not None and p.word != "shortcut":
+                raise Fail(
+                    f"'when' applies only to 'shortcut', not to '{p.word}'", p.when.span, help="for a conditional write 'if COND { … }'"
+                )
         if handler is None:
             if word in ("shortcut", "branch"):
                 where = "a 'residual'" if word == "shortcut" else "'concat', 'add' or 'multiply'"
@@ -348,12 +369,13 @@ class Expander:
         kw = self.bind_settings(list(part.args), scope, op)
         inp = self.need_current(scope, part.word_span, part.word)
         outs = []
-        for inner in part.body.stmts:
-            if not (isinstance(inner, A.CompoundStmt) and inner.parts[0].word == "branch"):
-                raise Fail(f"inside '{part.word}' every statement is a 'branch {{ … }}'", inner.span)
-            br = inner.parts[0]
-            if br.args or len(inner.parts) > 1:
-                raise Fail("'branch' takes no arguments", br.span)
+        # `branch { … } branch { … }` on one line is one compound statement of several parts
+        branches = [br for inner in part.body.stmts for br in (inner.parts if isinstance(inner, A.CompoundStmt) else (inner,))]
+        for br in branches:
+            if not (isinstance(br, A.Part) and br.word == "branch"):
+                raise Fail(f"inside '{part.word}' every statement is a 'branch {{ … }}'", br.span)
+            if br.args:
+                raise Fail("'branch' takes no arguments", br.args[0].span)
             prefix = scope.prefix + scope.auto("branch") + "."
             try:
                 outs.append(self.sub_body(br.body, scope, prefix, inp, scope_name=True))
@@ -390,14 +412,18 @@ class Expander:
                 name = val
             else:
                 index = val
-        if name is None:
-            name = scope.auto("repeat")
-        elif name in scope.used:
-            raise Fail(f"name '{name}' is already used", part.word_span)
-        scope.used[name] = part.span
+        if name is None and getattr(scope, "sole", False):
+            base = scope.prefix  # a block that is only this repeat: iterations are `block.0`, `block.1`…
+        else:
+            if name is None:
+                name = scope.auto("repeat")
+            elif name in scope.used:
+                raise Fail(f"name '{name}' is already used", part.word_span)
+            scope.used[name] = part.span
+            base = f"{scope.prefix}{name}."
         single = _single_call(part.body)
         for i in range(count):
-            prefix = f"{scope.prefix}{name}.{i}."
+            prefix = f"{base}{i}."
             sub = scope.child(prefix, current=scope.current, states=scope.states)
             sub.names[index] = i
             if single is not None:
@@ -458,7 +484,14 @@ class Expander:
             stages = stages[1:]
             appl = [first] if False else []
         else:
-            value = self.need_current(scope, stages[0].span, _stage_word(stages[0]))
+            try:
+                value = self.need_current(scope, stages[0].span, _stage_word(stages[0]))
+            except _Silent:
+                # the input failed earlier; still report mistakes that do not depend on it
+                for v in [first] + [self.eval(s, scope) for s in stages[1:]]:
+                    if isinstance(v, BlockCall):
+                        self.bind_params(v.defn, v.args, v.kwargs, v.arg_spans, v.span, scope)
+                raise
             appl = [first]
         # evaluate the remaining stages (each an applicable)
         for s in stages[len(appl) :]:
@@ -620,6 +653,7 @@ class Expander:
         frame = Frame(block=defn.name, path=prefix.rstrip("."), args={k: _plain(v) for k, v in args.items()}, span=call.span)
         names = dict(args)
         sub = Scope(prefix=prefix, names=names, stack=scope.stack + (frame,), current=inp, cell=scope.cell)
+        sub.__dict__["sole"] = len(defn.body.stmts) == 1 and isinstance(defn.body.stmts[0], A.CompoundStmt)
         has_inputs = any(isinstance(s, A.InputStmt) for s in defn.body.stmts)
         if has_inputs:
             sub.inputs_left = list(inp) if isinstance(inp, tuple) else [inp]
@@ -633,8 +667,7 @@ class Expander:
             self.calls.pop()
         if len(self.diags) > n_before:
             for d in self.diags[n_before:]:
-                if not any(n.message.startswith("in ") for n in d.notes):
-                    d.notes.append(Note(f"in {defn.kind} '{defn.name}' called at {call.span}", call.span))
+                d.notes.append(Note(f"in {defn.kind} '{defn.name}' called at {call.span}", call.span))  # a backtrace, innermost first
             raise _Silent()
         if sub.outputs:
             vals = tuple(v for _, v, _ in sub.outputs)
@@ -838,9 +871,9 @@ class Expander:
                 return BUILTINS[f](*args)
             except (TypeError, ValueError, ZeroDivisionError, OverflowError) as ex:
                 raise Fail(f"{f}({', '.join(map(_show, args))}): {ex}", e.span) from None
-        raise Fail(
-            f"unknown block or function '{f}'{suggest(f, list(self.defs) + ops.USER_OPS + list(BUILTINS) + list(scope.names))}", e.func_span
-        )
+        # a call is most often a block's: suggest blocks first, then ops, functions and names
+        hint = suggest(f, list(self.defs)) or suggest(f, ops.USER_OPS + list(BUILTINS) + list(scope.names))
+        raise Fail(f"unknown block or function '{f}'{hint}", e.func_span)
 
     def application(self, e: A.Apply, scope: Scope) -> Any:
         head = e.head
@@ -863,8 +896,13 @@ class Expander:
             op = ops.get(word)
             tensors = []
             plain = []
-            for a in e.args:
-                if isinstance(a, (A.TupleE, A.Name, A.Paren)) and _refers_to_tensor(a, scope):
+            keys = set(op.keys()) | set(op.key_aliases)
+            for k, a in enumerate(e.args):
+                # `mask m`: a tensor after a tensor-valued key is that key's value; a key followed by a value is a key
+                prev, last = (e.args[k - 1] if k else None), k == len(e.args) - 1
+                after_key = isinstance(prev, A.Name) and op.key_aliases.get(prev.id, prev.id) in op.tensor_params
+                is_key = isinstance(a, A.Name) and a.id in keys and not last
+                if not after_key and not is_key and isinstance(a, (A.TupleE, A.Name, A.Paren)) and _refers_to_tensor(a, scope):
                     tensors.append(self.eval(a, scope))
                 else:
                     plain.append(a)
@@ -948,7 +986,8 @@ class Expander:
                 key = op.key_aliases.get(w, w) if (w in keys or w in op.key_aliases) else None
                 if key is not None:
                     nxt = args[i + 1] if i + 1 < len(args) else None
-                    if nxt is None or is_keyword(nxt):
+                    own_word = isinstance(nxt, A.Name) and nxt.id not in scope.names and op.literal_ok(key, nxt.id)  # `dtype bool`
+                    if nxt is None or (is_keyword(nxt) and not own_word):
                         if op.is_bool_field(key):
                             set_field(key, True, a.span)
                             i += 1
@@ -982,6 +1021,8 @@ class Expander:
                             a.span,
                             help=f"write '{op.name} … -> {w}'",
                         )
+                    if not suggest(w, op.keys() + list(op.key_aliases) + list(words)) and suggest(w, scope.names):
+                        raise Fail(f"unknown name '{w}'{suggest(w, scope.names)}", a.span)  # `dense widht`
                     raise Fail(op.unknown_key_message(w, list(scope.names)), a.span)
             v = self.eval(a, scope)
             if v is POISON:
@@ -1014,6 +1055,9 @@ class Expander:
                 if key in op.tensor_params:
                     raise Fail(f"unknown tensor '{e.id}'{suggest(e.id, self.tensor_names(scope))}", e.span)
                 return e.id
+            words = _literals(op.Params.model_fields[key].annotation)
+            if words and e.id not in self.defs and e.id not in ops.CATALOGUE:  # `dtype flot`, `mode bilinear`
+                raise Fail(f"{op.name} '{key}' must be one of {', '.join(words)}, got '{e.id}'{suggest(e.id, words)}", e.span)
         v = self.eval(e, scope)
         if isinstance(v, Tensor) and key in op.tensor_params:
             return v

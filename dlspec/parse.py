@@ -6,6 +6,7 @@ The Lark grammar lives in ``grammar/dlspec.lark`` (shipped inside the wheel as
 
 from __future__ import annotations
 
+import re
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -91,8 +92,25 @@ def _parser() -> tuple[Lark, _PostLex]:
         postlex=post,
         maybe_placeholders=True,
         lexer_callbacks={"COMMENT": _on_comment},
+        cache=_cache_file(),
     )
     return lark, post
+
+
+def _cache_file() -> str | bool:
+    """Where Lark keeps the analysed grammar (a pickle, checked against the grammar's hash):
+    it makes building the parser ~10× faster in each new process. In the user's own cache
+    directory rather than the shared temp directory; no cache if that cannot be made."""
+    import os
+    import sys
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    d = os.path.join(base, "dlspec")
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    return os.path.join(d, f"grammar-py{sys.version_info[0]}{sys.version_info[1]}.lark-cache")
 
 
 def parse(text: str, file: str = "<string>") -> A.Module:
@@ -179,6 +197,15 @@ def _explain(e: UnexpectedInput, file: str, text: str, open_stack: list[Token]) 
     prev = _prev_token_type(text, tok)
     if prev == "," and t in ("_NL", "$END", "RBRACE", "_ARROW", "RPAR", "RSQB"):
         return Diagnostic("stray ',' at the end of the arguments", _prev_span(file, text, tok), help="remove the ','")
+    if t == "RBRACE" and unclosed and unclosed[-1].type != "LBRACE":  # `[3, 4` then `}`
+        o = unclosed[-1]
+        closer = {"LPAR": ")", "LSQB": "]"}[o.type]
+        return Diagnostic(
+            f"'{o}' is never closed",
+            Span(file=file, line=o.line, col=o.column, end_line=o.line, end_col=o.column + 1),
+            notes=[Note("'}' comes before it is closed", span)],
+            help=f"add '{closer}' to close it",
+        )
     if t == "RBRACE" and "RBRACE" not in expected and _braces_before(text, tok.start_pos) <= 0:
         return Diagnostic("unmatched '}'", span, help="remove it, or add the '{' it should close")
     if t in ("RPAR", "RSQB") and t not in expected:
@@ -248,6 +275,31 @@ def _prev_span(file: str, text: str, tok: Token) -> Span:
 # ---- tree → AST ------------------------------------------------------------------
 
 
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
+_ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")
+
+
+def _unescape(raw: str, span: Span) -> str:
+    """A string literal's value: JSON's escapes (what ``fmt`` writes), the text kept as is otherwise."""
+
+    def one(m: re.Match) -> str:
+        e = m.group(1)
+        if e in _ESCAPES:
+            return _ESCAPES[e]
+        if len(e) == 5 and not 0xD800 <= int(e[1:], 16) <= 0xDFFF:  # a lone surrogate is no character
+            return chr(int(e[1:], 16))
+        col = span.col + 1 + m.start()
+        raise ParseError(
+            Diagnostic(
+                f"unknown escape '\\{e}' in a string",
+                Span(file=span.file, line=span.line, col=col, end_line=span.line, end_col=col + 1 + len(e)),
+                help='escapes are \\" \\\\ \\n \\t \\r \\b \\f \\uXXXX',
+            )
+        )
+
+    return _ESCAPE_RE.sub(one, raw) if "\\" in raw else raw
+
+
 def _num(text: str) -> int | float:
     if any(c in text for c in ".eE"):
         return float(text)
@@ -257,8 +309,13 @@ def _num(text: str) -> int | float:
 @v_args(meta=True, inline=True)
 class _Build(Transformer):
     def __init__(self, file: str):
-        super().__init__()
+        super().__init__(visit_tokens=False)  # no token callbacks: skip a failing getattr per token
         self.file = file
+        # v_args re-wraps a method (functools.update_wrapper) on every lookup, i.e. per tree node:
+        # bind each callback once per parse instead.
+        for k, v in vars(_Build).items():
+            if hasattr(v, "visit_wrapper"):
+                setattr(self, k, getattr(self, k))
 
     def sp(self, meta) -> Span:
         return Span(file=self.file, line=meta.line, col=meta.column, end_line=meta.end_line, end_col=meta.end_column)
@@ -274,8 +331,7 @@ class _Build(Transformer):
         return A.Num(self.tsp(tok), _num(str(tok)), str(tok))
 
     def string(self, meta, tok):
-        raw = str(tok)[1:-1]
-        return A.Str(self.tsp(tok), raw.encode("utf-8").decode("unicode_escape") if "\\" in raw else raw)
+        return A.Str(self.tsp(tok), _unescape(str(tok)[1:-1], self.tsp(tok)))
 
     def true(self, meta):
         return A.Bool(self.sp(meta), True)

@@ -72,7 +72,7 @@ class Report:
         for n in self.graph.top_level():
             t = self.shapes.types[n.path]
             v = dvalue(elements(t.sample), env)
-            total += (v or 0) * DTYPE_BYTES.get(t.dtype, 4)
+            total += max(v or 0, 0) * DTYPE_BYTES.get(t.dtype, 4)  # T−2 at T = 1 counts as empty
         return total
 
     def param_bytes(self) -> int:

@@ -408,7 +408,8 @@ def macs_value(m: Dim, env: dict[str, int]) -> int:
     for n in free_names(m):
         full.setdefault(n, 1)
     v = dvalue(m, full)
-    return v if v is not None else 0
+    # a window over T shrinks it (``T−2``): at T = 1 that would be negative, and it counts as none
+    return max(v, 0) if v is not None else 0
 
 
 def elements(shape: tuple[Dim, ...]) -> Dim:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import ast as A
-from .errors import Diagnostic, Span, suggest
+from .errors import Diagnostic, Note, Span, suggest
 from .ir import Setting, TrainSpec
 
 NUM = (int, float)
@@ -138,7 +138,7 @@ def validate(train: A.Train, models: dict[str, Span], evaluate) -> tuple[TrainSp
             diags.append(b.diag)
             continue
         if s.key in settings:
-            diags.append(Diagnostic(f"'{s.key}' is set twice", s.span))
+            diags.append(Diagnostic(f"'{s.key}' is set twice", s.span, notes=[Note("first set here", settings[s.key].span)]))
             continue
         settings[s.key] = s
     if diags:
@@ -214,7 +214,7 @@ def _word(e: A.Expr, evaluate) -> Any:
 
 
 def _num(e: A.Expr, evaluate, typ, key: str) -> Any:
-    v = evaluate(e)
+    v = e.id if isinstance(e, A.Name) else evaluate(e)  # `seed yes`: a word where a number belongs
     if typ is bool:
         if not isinstance(v, bool):
             raise _Bad(f"'{key}' must be true or false, got {v!r}", e.span)

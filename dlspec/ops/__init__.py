@@ -6,10 +6,10 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from . import activation, attention, conv, dense, dropout, embedding, merge, norm, pool, recurrent, reshape, sample, structure
+from . import activation, attention, conv, dense, dropout, embedding, merge, norm, pad, pool, recurrent, reshape, sample, structure
 from .base import Op, OpParams
 
-_MODULES = (dense, conv, pool, reshape, norm, dropout, embedding, activation, attention, recurrent, merge, sample, structure)
+_MODULES = (dense, conv, pool, pad, reshape, norm, dropout, embedding, activation, attention, recurrent, merge, sample, structure)
 
 
 def _collect() -> dict[str, type[Op]]:

@@ -22,6 +22,11 @@ class _Act(Op):
     keeps_field = True
 
     @classmethod
+    def lower(cls, p, ins, out, low, node):
+        fn = FUNCTIONS[cls.name]
+        return lambda x: fn(x, p)
+
+    @classmethod
     def infer(cls, p, ins, ctx):
         (x,) = ins
         need_float(ctx, x)
@@ -196,6 +201,13 @@ class Prelu(_Act):
     activation = True
 
     @classmethod
+    def lower(cls, p, ins, out, low, node):
+        from tinygrad import Tensor
+
+        n = ins[0].shape[1] if p.per_channel else 1
+        return PreluLayer(Tensor.full((n,), p.init))
+
+    @classmethod
     def count(cls, p, ins, out, ctx):
         if not p.per_channel:
             return 1, 0
@@ -240,3 +252,47 @@ def _axis_checked(p, ins, ctx):
     if not (-x.rank < p.axis < x.rank) or p.axis in (0, -x.rank):
         raise ShapeFail(f"{ctx.name()} axis {p.axis} is not a feature axis of {x.show()} (axis 0 is the batch N)")
     return x
+
+
+class PreluLayer:
+    """``max(0, x) + a·min(0, x)`` with ``weight`` a (1 or C,) as PyTorch's PReLU."""
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def __call__(self, x):
+        a = self.weight if self.weight.shape[0] == 1 or x.ndim < 2 else self.weight.reshape(1, -1, *([1] * (x.ndim - 2)))
+        return x.maximum(0) + a * x.minimum(0)
+
+
+def _step(x, p):
+    hard = (x > p.threshold).cast(x.dtype)
+    return x + (hard - x).detach()  # forward: the step; backward: identity (straight-through)
+
+
+def _maxout(x, p):
+    c = x.shape[1]
+    return x.reshape(x.shape[0], c // p.pieces, p.pieces, *x.shape[2:]).max(axis=2)
+
+
+FUNCTIONS = {
+    "linear": lambda x, p: x,
+    "identity": lambda x, p: x,
+    "sigmoid": lambda x, p: x.sigmoid(),
+    "tanh": lambda x, p: x.tanh(),
+    "relu": lambda x, p: x.relu(),
+    "silu": lambda x, p: x.silu(),
+    "abs": lambda x, p: x.abs(),
+    "exp": lambda x, p: x.exp(),
+    "log": lambda x, p: x.log(),
+    "sqrt": lambda x, p: x.sqrt(),
+    "neg": lambda x, p: -x,
+    "step": _step,
+    "softmax": lambda x, p: x.softmax(axis=p.axis),
+    "log_softmax": lambda x, p: x.log_softmax(axis=p.axis),
+    "maxout": _maxout,
+    "elu": lambda x, p: x.elu(alpha=p.alpha),
+    "leaky_relu": lambda x, p: x.leaky_relu(neg_slope=p.slope),
+    "gelu": lambda x, p: 0.5 * x * (1 + (x * 0.7071067811865476).erf()) if p.approximate == "none" else x.gelu(),
+    "softplus": lambda x, p: x.softplus(beta=p.beta),
+}

@@ -52,11 +52,12 @@ class Attention(Op):
             raise ShapeFail(f"{ctx.name()}: {d} is not divisible by heads {p.heads}", help=f"use a number of heads that divides {d}")
         if p.mask:
             m = ins[-1]
-            want = (q.shape[0], p.heads, q.shape[1], kv.shape[1])
-            ms = m.shape
-            if m.rank > 4 or any(a != b and a != 1 for a, b in zip(reversed(ms), reversed(want))):
+            want = (p.heads, q.shape[1], kv.shape[1])  # the mask's sample dims align on the right
+            ms = m.sample
+            if len(ms) > 3 or any(a != b and a != 1 for a, b in zip(reversed(ms), reversed(want))):
                 raise ShapeFail(
-                    f"{ctx.name()} mask {m.show()} does not broadcast to (heads, T_q, T_k) = ({p.heads}, {q.shape[1]}, {kv.shape[1]})"
+                    f"{ctx.name()} mask {m.show()} does not broadcast to (heads, T_q, T_k) = ({p.heads}, {q.shape[1]}, {kv.shape[1]})",
+                    help="give it as (T_k) for key padding, (T_q, T_k), or (heads, T_q, T_k); true = attend",
                 )
         return TensorType(q.shape, q.dtype)
 
@@ -75,5 +76,63 @@ class Attention(Op):
         return dadd(proj, dmul(dmul(tq, tk), 2 * d))  # Q·Kᵀ and A·V
 
     @classmethod
+    def lower(cls, p: AttentionParams, ins, out, low, node):
+        from tinygrad import Tensor
+
+        from ..backend.tinygrad import fan_in_uniform, xavier_uniform
+
+        d = ins[0].shape[2]
+        layer = AttentionLayer(p)
+        layer.in_proj_weight = xavier_uniform((3 * d, d))
+        layer.out_proj = _Linear(fan_in_uniform((d, d), d))
+        if p.bias:
+            layer.in_proj_bias = Tensor.zeros(3 * d)
+            layer.out_proj.bias = Tensor.zeros(d)
+        return layer
+
+    @classmethod
     def summary(cls, p: AttentionParams) -> list[str]:
         return [f"attention {p.heads} heads"] + (["causal"] if p.causal else []) + ([f"mask {p.mask}"] if p.mask else [])
+
+
+class _Linear:
+    def __init__(self, weight):
+        self.weight = weight
+
+
+class AttentionLayer:
+    """``torch.nn.MultiheadAttention`` (batch first): ``in_proj_weight`` (3D, D) = [W_q; W_k; W_v],
+    ``in_proj_bias`` (3D), ``out_proj.weight`` (D, D), ``out_proj.bias`` (D).
+    ``(N, T_q, D)[, (N, T_k, D)][, mask] → (N, T_q, D)``."""
+
+    def __init__(self, p: AttentionParams):
+        self._p = (p,)
+
+    def __call__(self, q, *rest):
+        from tinygrad import Tensor
+        from tinygrad.helpers import TRAINING
+
+        (p,) = self._p
+        mask = rest[-1] if p.mask else None
+        kv = rest[0] if len(rest) - (1 if p.mask else 0) == 1 else q
+        n, tq, d = q.shape
+        tk = kv.shape[1]
+        h = p.heads
+        wq, wk, wv = self.in_proj_weight.chunk(3, dim=0)
+        bq = bk = bv = None
+        if hasattr(self, "in_proj_bias"):
+            bq, bk, bv = self.in_proj_bias.chunk(3, dim=0)
+
+        def heads(x, w, b, t):
+            return x.linear(w.T, b).reshape(n, t, h, d // h).transpose(1, 2)
+
+        qh, kh, vh = heads(q, wq, bq, tq), heads(kv, wk, bk, tk), heads(kv, wv, bv, tk)
+        keep = None
+        if p.causal:
+            keep = Tensor.ones(tq, tk, device=q.device, dtype="bool").tril(tk - tq)
+        if mask is not None:
+            m = mask.cast("bool").reshape(n, *([1] * (4 - mask.ndim)), *mask.shape[1:])
+            keep = m if keep is None else keep & m
+        att = qh.scaled_dot_product_attention(kh, vh, attn_mask=keep, dropout_p=p.dropout if TRAINING else 0.0)
+        y = att.transpose(1, 2).reshape(n, tq, d)
+        return y.linear(self.out_proj.weight.T, getattr(self.out_proj, "bias", None))

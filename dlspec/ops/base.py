@@ -81,12 +81,16 @@ class Op:
     @classmethod
     def words(cls) -> dict[str, tuple[str, str]]:
         """Bare words that set a field: ``max`` → ``("kind", "max")`` for every Literal option."""
+        cached = cls.__dict__.get("_words")  # per class: asked for at every layer, fixed by Params
+        if cached is not None and cached[0] is cls.Params:
+            return cached[1]
         out: dict[str, tuple[str, str]] = {}
         for fname, f in cls.Params.model_fields.items():
             if fname == "op":
                 continue
             for lit in _literals(f.annotation):
                 out.setdefault(lit, (fname, lit))
+        cls._words = (cls.Params, out)
         return out
 
     @classmethod

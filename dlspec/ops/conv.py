@@ -75,6 +75,23 @@ class Conv(Op):
         return dmul(elements(out.sample), per)
 
     @classmethod
+    def lower(cls, p: ConvParams, ins, out, low, node):
+        from ..backend.tinygrad import fan_in_uniform
+
+        x = ins[0]
+        n = x.rank - 2
+        k = per_dim(p.kernel, n, "kernel", "conv")
+        s = per_dim(p.stride, n, "stride", "conv")
+        d = per_dim(p.dilation, n, "dilation", "conv")
+        cin = x.shape[1] // p.groups
+        fan = cin
+        for kk in k:
+            fan *= kk
+        w = fan_in_uniform((p.filters, cin, *k), fan)
+        b = fan_in_uniform((p.filters,), fan) if p.bias else None
+        return ConvLayer(w, b, p.padding, k, s, d, p.groups)
+
+    @classmethod
     def summary(cls, p: ConvParams) -> list[str]:
         return [f"conv {p.filters}"] + _window_words(p)
 
@@ -149,6 +166,20 @@ class Deconv(Op):
         return dmul(elements(x.sample), per)
 
     @classmethod
+    def lower(cls, p: DeconvParams, ins, out, low, node):
+        from ..backend.tinygrad import fan_in_uniform
+
+        x = ins[0]
+        n = x.rank - 2
+        k = per_dim(p.kernel, n, "kernel", "deconv")
+        fan = p.filters // p.groups  # PyTorch computes ConvTranspose's fan-in from weight.size(1)
+        for kk in k:
+            fan *= kk
+        w = fan_in_uniform((x.shape[1], p.filters // p.groups, *k), fan)
+        b = fan_in_uniform((p.filters,), fan) if p.bias else None
+        return DeconvLayer(w, b, p, n)
+
+    @classmethod
     def summary(cls, p: DeconvParams) -> list[str]:
         return [f"deconv {p.filters}"] + _window_words(p) + ([f"+{_size(p.output_padding)}"] if p.output_padding else [])
 
@@ -193,3 +224,52 @@ def _groups(ctx, p, c) -> None:
         raise ShapeFail(f"{ctx.name()} groups {p.groups} does not divide its {c} input channels")
     if p.filters % p.groups:
         raise ShapeFail(f"{ctx.name()} groups {p.groups} does not divide its {p.filters} filters")
+
+
+class ConvLayer:
+    """``(N, C_in, *S) → (N, filters, *S')`` with ``weight`` (filters, C_in/groups, *kernel)."""
+
+    def __init__(self, weight, bias, padding, kernel, stride, dilation, groups):
+        self.weight = weight
+        if bias is not None:
+            self.bias = bias
+        self._cfg = (padding, kernel, stride, dilation, groups)
+
+    def __call__(self, x):
+        padding, k, s, d, g = self._cfg
+        n = len(k)
+        pairs = pads(padding, n, k, d, s, tuple(x.shape[2:]), "conv")
+        if any(a or b for a, b in pairs):
+            x = x.pad(((0, 0), (0, 0), *pairs))
+        return x.conv2d(self.weight, getattr(self, "bias", None), groups=g, stride=s, dilation=d, padding=0)
+
+
+class DeconvLayer:
+    """``(N, C_in, *S) → (N, filters, *S')``, weight (C_in, filters/groups, *kernel) as PyTorch."""
+
+    def __init__(self, weight, bias, p, n):
+        self.weight = weight
+        if bias is not None:
+            self.bias = bias
+        self._cfg = (p, n)
+
+    def __call__(self, x):
+        p, n = self._cfg
+        k = per_dim(p.kernel, n, "kernel", "deconv")
+        s = per_dim(p.stride, n, "stride", "deconv")
+        d = per_dim(p.dilation, n, "dilation", "deconv")
+        pairs = pads(p.padding, n, k, d, s, tuple(x.shape[2:]), "deconv")
+        opad = per_dim(p.output_padding, n, "output_padding", "deconv")
+        y = x.conv_transpose2d(self.weight, None, groups=p.groups, stride=s, dilation=d, padding=0)
+        # crop the padding (asymmetric allowed) and add output_padding rows at the end
+        slices, extra = [], []
+        for size, (pb, pa), op in zip(y.shape[2:], pairs, opad):
+            end = size - pa + op
+            slices.append((pb, min(end, size)))
+            extra.append((0, max(0, end - size)))
+        y = y.shrink(((0, y.shape[0]), (0, y.shape[1]), *slices))
+        if any(e for _, e in extra):
+            y = y.pad(((0, 0), (0, 0), *extra))
+        if hasattr(self, "bias"):
+            y = y + self.bias.reshape(1, -1, *([1] * n))
+        return y

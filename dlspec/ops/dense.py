@@ -63,6 +63,20 @@ class Dense(Op):
         return dmul(elements(x.sample[:-1]), p.units * x.shape[-1])
 
     @classmethod
+    def lower(cls, p: DenseParams, ins, out, low, node):
+        from ..backend.tinygrad import Hidden, fan_in_uniform
+
+        f = ins[0].shape[-1]
+        if p.tied:
+            emb = next(n for n in low.graph.nodes if n.op == "embedding" and (n.path == p.tied or n.path.endswith("." + p.tied)))
+            owner = low.layer(emb.path)
+            weight = Hidden(owner)
+        else:
+            weight = fan_in_uniform((p.units, f), f)
+        bias = fan_in_uniform((p.units,), f) if p.bias else None
+        return DenseLayer(weight, bias)
+
+    @classmethod
     def summary(cls, p: DenseParams) -> list[str]:
         return [f"dense {p.units}"] + (["no bias"] if not p.bias else []) + ([f"tied {p.tied}"] if p.tied else [])
 
@@ -73,3 +87,20 @@ def _vocab_of(ctx, emb) -> int:
         return emb.params.vocab
     src = ctx.types.get(emb.inputs[0])
     return src.vocab if src is not None else -1
+
+
+class DenseLayer:
+    """``(N, *, F_in) → (N, *, units)``: ``x Wᵀ + b`` with ``weight`` (units, F_in) as PyTorch's Linear.
+    A tied layer holds no weight of its own: it uses its embedding's (vocab, dim) weight."""
+
+    def __init__(self, weight, bias):
+        if type(weight).__name__ == "Hidden":
+            self.tied = weight
+        else:
+            self.weight = weight
+        if bias is not None:
+            self.bias = bias
+
+    def __call__(self, x):
+        w = self.tied.value.weight if hasattr(self, "tied") else self.weight
+        return x.linear(w.T, getattr(self, "bias", None))

@@ -27,3 +27,7 @@ class Dropout(Op):
     @classmethod
     def summary(cls, p) -> list[str]:
         return [f"dropout {p.rate:g}"]
+
+    @classmethod
+    def lower(cls, p, ins, out, low, node):
+        return lambda x: x.dropout(p.rate)

@@ -54,6 +54,13 @@ class Embedding(Op):
     def summary(cls, p) -> list[str]:
         return [f"embedding {p.dim}"] + ([f"vocab {p.vocab}"] if p.vocab else [])
 
+    @classmethod
+    def lower(cls, p, ins, out, low, node):
+        from ..backend.tinygrad import normal
+
+        return EmbeddingLayer(normal((cls.vocab(p, ins[0], None), p.dim)))  # N(0, 1) as PyTorch
+
+
 
 class PosEmbedParams(OpParams):
     op: Literal["posembed"] = "posembed"
@@ -90,3 +97,34 @@ class PosEmbed(Op):
     @classmethod
     def summary(cls, p) -> list[str]:
         return [f"posembed {p.length}"]
+
+    @classmethod
+    def lower(cls, p, ins, out, low, node):
+        from ..backend.tinygrad import normal
+
+        return PosEmbedLayer(normal((p.length, ins[0].shape[2]), 0.02))  # N(0, 0.02²) as GPT-2
+
+
+class EmbeddingLayer:
+    """``(N, *) int → (N, *, dim)``: rows of ``weight`` (vocab, dim)."""
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def __call__(self, idx):
+        from tinygrad import Tensor
+
+        vocab, dim = self.weight.shape
+        big = (*idx.shape, vocab, dim)  # a fused select-and-sum: nothing of this size is materialised
+        rows = Tensor.arange(vocab, device=idx.device, dtype=idx.dtype).reshape(vocab, 1).expand(big)
+        return (rows == idx.reshape(*idx.shape, 1, 1).expand(big)).where(self.weight.expand(big), 0).sum(-2)
+
+
+class PosEmbedLayer:
+    """``(N, T, D) → (N, T, D)``: adds ``weight[:T]`` (length, D)."""
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def __call__(self, x):
+        return x + self.weight[: x.shape[1]]

@@ -53,6 +53,13 @@ class Concat(Op):
     def summary(cls, p) -> list[str]:
         return ["concat"] + ([f"axis {p.axis}"] if p.axis != 1 else [])
 
+    @classmethod
+    def lower(cls, p, ins, out, low, node):
+        from tinygrad import Tensor
+
+        return lambda *xs: Tensor.cat(*xs, dim=p.axis) if len(xs) > 1 else xs[0]
+
+
 
 class AddParams(OpParams):
     op: Literal["add"] = "add"
@@ -86,6 +93,17 @@ class Add(Op):
     def summary(cls, p) -> list[str]:
         return ["add (residual)" if p.residual else "add"]
 
+    @classmethod
+    def lower(cls, p, ins, out, low, node):
+        def add(*xs):
+            y = xs[0]
+            for x in xs[1:]:
+                y = y + x
+            return y
+
+        return add
+
+
 
 class MultiplyParams(OpParams):
     op: Literal["multiply"] = "multiply"
@@ -103,6 +121,17 @@ class Multiply(Op):
     @classmethod
     def infer(cls, p, ins, ctx):
         return broadcast(ctx, ins, ctx.name())
+
+    @classmethod
+    def lower(cls, p, ins, out, low, node):
+        def mul(*xs):
+            y = xs[0]
+            for x in xs[1:]:
+                y = y * x
+            return y
+
+        return mul
+
 
 
 class ArithParams(OpParams):
@@ -136,11 +165,34 @@ class Arith(Op):
         right = f" {p.right:g}" if p.right is not None else ""
         return [f"{left}{sym}{right}".strip()]
 
+    @classmethod
+    def lower(cls, p, ins, out, low, node):
+        def arith(*xs):
+            it = iter(xs)
+            a = p.left if p.left is not None else next(it)
+            b = p.right if p.right is not None else next(it)
+            if p.fn == "add":
+                return a + b
+            if p.fn == "sub":
+                return a - b
+            if p.fn == "mul":
+                return a * b
+            if p.fn == "div":
+                return a / b
+            return a**b
+
+        return arith
+
+
 
 def _who(ctx, i: int) -> str:
     """'branch 2' when input i comes from a concat branch, else 'input 2'."""
     path = ctx.inputs[i].path
-    for part in path.split("."):
-        if part.startswith("branch") and part[6:].isdigit():
-            return f"branch {part[6:]}"
+    # the branch of *this* concat: the first path part below the concat's own prefix
+    # (a nested concat's inputs are ``branch2.branch1.…``: branch 1, not branch 2)
+    own = ctx.node.path
+    prefix = own.rsplit(".", 1)[0] + "." if "." in own else ""
+    part = (path[len(prefix) :] if path.startswith(prefix) else path).split(".")[0]
+    if part.startswith("branch") and part[6:].isdigit():
+        return f"branch {part[6:]}"
     return f"input {i + 1} ('{path}')"

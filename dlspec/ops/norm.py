@@ -43,6 +43,13 @@ class BatchNorm(Op):
         c = ins[0].shape[1]
         return (2 * c if p.affine else 0), 2 * c + 1  # running mean, var, num_batches_tracked
 
+    @classmethod
+    def lower(cls, p, ins, out, low, node):
+        from tinygrad import nn
+
+        return nn.BatchNorm(ins[0].shape[1], eps=p.eps, affine=p.affine, track_running_stats=True, momentum=p.momentum)
+
+
 
 class LayerNormParams(OpParams):
     op: Literal["layernorm"] = "layernorm"
@@ -68,6 +75,13 @@ class LayerNorm(Op):
     @classmethod
     def count(cls, p, ins, out, ctx):
         return (2 * ins[0].shape[-1] if p.affine else 0), 0
+
+    @classmethod
+    def lower(cls, p, ins, out, low, node):
+        from tinygrad import nn
+
+        return nn.LayerNorm(ins[0].shape[-1], eps=p.eps, elementwise_affine=p.affine)
+
 
 
 class GroupNormParams(OpParams):
@@ -99,6 +113,13 @@ class GroupNorm(Op):
     @classmethod
     def count(cls, p, ins, out, ctx):
         return (2 * ins[0].shape[1] if p.affine else 0), 0
+
+    @classmethod
+    def lower(cls, p, ins, out, low, node):
+        from tinygrad import nn
+
+        return nn.GroupNorm(p.groups, ins[0].shape[1], eps=p.eps, affine=p.affine)
+
 
 
 def _known(ctx, x, axis: int, what: str) -> int:

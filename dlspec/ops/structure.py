@@ -111,6 +111,14 @@ class Cell(Op):
         return dmul(ins[0].shape[1], per_step)
 
     @classmethod
+    def lower(cls, p: CellParams, ins, out, low, node):
+        from ..backend.tinygrad import Hidden
+
+        body = [low.node(path) for path in p.body]
+        layers = {n.path: low.layer(n.path) for n in body if n.op != "step_in"}
+        return CellLayer(p, Hidden((body, layers)))
+
+    @classmethod
     def summary(cls, p: CellParams) -> list[str]:
         return [f"cell {p.cell}", "sequences" if p.sequences else "last"]
 
@@ -132,3 +140,35 @@ class StepIn(Op):
     @classmethod
     def infer(cls, p, ins, ctx):  # seeded by the cell's rule
         raise ShapeFail("a cell's step input is only defined inside the cell")
+
+
+class CellLayer:
+    """A user cell run over time: ``(N, T, F) → (N, T, H)`` or ``(N, H)``. Its step's layers are
+    attributes named after their paths (placed by the backend); states start at zero and each
+    step's new state is a kernel boundary so all steps share compiled kernels."""
+
+    def __init__(self, p: CellParams, body):
+        self._cfg = (p, body)
+
+    def __call__(self, x):
+        from tinygrad import Tensor
+
+        p, hidden = self._cfg
+        body, layers = hidden.value
+        n, t = x.shape[0], x.shape[1]
+        states = {}
+        for st in p.states:
+            dims = [d for d in st.shape]
+            states[st.name] = Tensor.zeros(n, *dims, device=x.device, dtype=x.dtype)
+        outs = []
+        for step in range(t):
+            vals = {p.step_input: x[:, step]}
+            for st in p.states:
+                vals[st.node] = states[st.name]
+            for node in body:
+                if node.op == "step_in":
+                    continue
+                vals[node.path] = layers[node.path](*(vals[i] for i in node.inputs))
+            states = {st.name: vals[st.update].contiguous() for st in p.states}
+            outs.append(vals[p.step_output])
+        return Tensor.stack(*outs, dim=1) if p.sequences else outs[-1]

@@ -1,0 +1,503 @@
+"""Stage 4: graph IR → a runnable tinygrad model.
+
+Each op lowers itself (``Op.lower`` in its module in :mod:`dlspec.ops`); this module
+builds the layer tree whose attribute names are the spec's layer paths — so
+``tinygrad.nn.state.get_state_dict(net)`` gives keys such as ``layer2.0.conv1.weight``
+— runs the graph, and handles phases, devices, dtypes, compiled (TinyJit) steps,
+runtime shape verification and weights files.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from tinygrad import Context, Device, Tensor, TinyJit, dtypes
+from tinygrad.nn.state import get_parameters, get_state_dict, safe_load, safe_save
+
+from .. import ops
+from ..errors import BackendError, UsageError, suggest
+from ..ir import Graph, Node
+from ..shapes import Shapes, TensorType, dvalue
+
+DTYPES = {"float32": dtypes.float32, "float16": dtypes.float16, "bfloat16": dtypes.bfloat16, "int32": dtypes.int32, "int64": dtypes.int64, "bool": dtypes.bool}
+
+# ---- initialisers (PyTorch's defaults) ------------------------------------------------------
+
+
+class _Init:
+    """The seeded host generator all initialisers draw from while a model is built, so that a
+    build needs no kernels and gives the same weights on every device."""
+
+    rng = np.random.default_rng(0)
+
+
+def uniform(shape: tuple[int, ...], bound: float) -> Tensor:
+    """U(−bound, bound), as ``torch.nn.init.uniform_``."""
+    return Tensor(_Init.rng.uniform(-bound, bound, size=shape).astype(np.float32))
+
+
+def normal(shape: tuple[int, ...], std: float = 1.0) -> Tensor:
+    """N(0, std²), as ``torch.nn.init.normal_``."""
+    return Tensor((_Init.rng.standard_normal(size=shape) * std).astype(np.float32))
+
+
+def fan_in_uniform(shape: tuple[int, ...], fan_in: int) -> Tensor:
+    """PyTorch's default for Linear/Conv weights and biases: U(−1/√fan_in, 1/√fan_in)
+    (``kaiming_uniform_(a=√5)`` reduces to this)."""
+    return uniform(shape, 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0)
+
+
+def xavier_uniform(shape: tuple[int, int]) -> Tensor:
+    fan_out, fan_in = shape
+    return uniform(shape, math.sqrt(6.0 / (fan_in + fan_out)))
+
+
+def buffer(t: Tensor) -> Tensor:
+    """A non-trainable tensor (running statistics)."""
+    return t.is_param_(False) if hasattr(t, "is_param_") else t
+
+
+class Hidden:
+    """Holds a reference that ``get_state_dict`` must not walk (a tied weight's owner,
+    the graph). No ``__dict__``, not a container."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+class Container:
+    """A level of the layer tree (``layer2``, ``layer2.0``)."""
+
+
+# ---- lowering context --------------------------------------------------------------------------
+
+
+class Lowering:
+    """What an op's ``lower`` may use: the graph, the static types, the layers built so far."""
+
+    def __init__(self, graph: Graph, shapes: Shapes):
+        self.graph = graph
+        self.shapes = shapes
+        self.index = {n.path: n for n in graph.nodes}
+        self.layers: dict[str, Any] = {}
+
+    def types_in(self, node: Node) -> list[TensorType]:
+        return [self.shapes.types[i] for i in node.inputs]
+
+    def layer(self, path: str) -> Any:
+        return self.layers[path]
+
+    def node(self, path: str) -> Node:
+        return self.index[path]
+
+    def build(self, node: Node) -> Any:
+        """The callable for ``node`` (a new layer, or the owner's when weights are shared)."""
+        if node.shares is not None:
+            layer = self.layers[node.shares]
+        else:
+            op = ops.get(node.op)
+            layer = op.lower(node.params, self.types_in(node), self.shapes.types.get(node.path), self, node)
+        self.layers[node.path] = layer
+        return layer
+
+
+# ---- the model ------------------------------------------------------------------------------------
+
+
+class Net:
+    """A dlspec model on tinygrad. Call it with input tensors (positionally in the spec's
+    ``input`` order, or by name); it returns the output tensor (or a tuple of them).
+
+    Layers are attributes named after the spec's layer paths, so
+    ``get_state_dict(net)`` gives PyTorch-style keys (``conv1.weight``, ``layer1.0.bn1.running_mean``)."""
+
+    def __init__(self, graph: Graph, shapes: Shapes, device: str | None = None, dtype: str = "float32"):
+        object.__setattr__(self, "_meta", Hidden({"graph": graph, "shapes": shapes, "device": device, "dtype": dtype, "train": False, "jits": {}}))
+
+    # metadata lives outside __dict__ so that get_state_dict only sees layers
+    @property
+    def graph(self) -> Graph:
+        return self._meta.value["graph"]
+
+    @property
+    def shapes(self) -> Shapes:
+        return self._meta.value["shapes"]
+
+    @property
+    def device(self) -> str:
+        return self._meta.value["device"]
+
+    @property
+    def dtype(self) -> str:
+        return self._meta.value["dtype"]
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.graph.inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.graph.outputs]
+
+    # ---- phases ----------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "Net":
+        """Run in the training phase by default (dropout on, batch statistics)."""
+        self._meta.value["train"] = bool(mode)
+        return self
+
+    def eval(self) -> "Net":
+        """Run in the evaluation phase by default (dropout off, running statistics)."""
+        return self.train(False)
+
+    @property
+    def training(self) -> bool:
+        return self._meta.value["train"]
+
+    @contextmanager
+    def phase(self, train: bool) -> Iterator[None]:
+        with Context(TRAINING=int(train)):
+            yield
+
+    # ---- running -----------------------------------------------------------------------------
+    def __call__(self, *args: Tensor, train: bool | None = None, **kwargs: Tensor) -> Tensor | tuple[Tensor, ...]:
+        values = self.trace(*args, train=train, **kwargs)
+        outs = tuple(values[o.node] for o in self.graph.outputs)
+        return outs[0] if len(outs) == 1 else outs
+
+    def trace(self, *args: Tensor, train: bool | None = None, **kwargs: Tensor) -> dict[str, Tensor]:
+        """Every top-level node's (lazy) output tensor, by path."""
+        train = self.training if train is None else train
+        feeds = self._feeds(args, kwargs)
+        values: dict[str, Tensor] = {}
+        layers = self._meta.value["layers"]
+        with Context(TRAINING=int(train)):
+            for node in self.graph.nodes:
+                if node.in_cell is not None:
+                    continue
+                if node.op == "input":
+                    values[node.path] = feeds[node.path]
+                    continue
+                values[node.path] = layers[node.path](*(values[i] for i in node.inputs))
+        return values
+
+    def _feeds(self, args: tuple, kwargs: dict) -> dict[str, Tensor]:
+        names = self.input_names
+        if len(args) > len(names):
+            raise UsageError(f"{self.graph.name} takes {len(names)} input{'s' * (len(names) != 1)} ({', '.join(names)}), got {len(args)}")
+        feeds = dict(zip(names, args))
+        for k, v in kwargs.items():
+            if k not in names:
+                raise UsageError(f"{self.graph.name} has no input '{k}'{suggest(k, names)}")
+            feeds[k] = v
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            raise UsageError(f"{self.graph.name} needs input{'s' * (len(missing) > 1)} {', '.join(missing)}")
+        out = {}
+        for name, t in feeds.items():
+            want = self.shapes.types[name]
+            if not isinstance(t, Tensor):
+                t = Tensor(t)
+            if t.ndim != want.rank:
+                raise UsageError(f"input '{name}' must be {want.show(True)} but got a tensor of shape {tuple(t.shape)}")
+            for k, (d, w) in enumerate(zip(t.shape, want.shape)):
+                if isinstance(w, int) and d != w:
+                    raise UsageError(f"input '{name}' must be {want.show(True)} but got {tuple(t.shape)} (dim {k}: {d} ≠ {w})")
+            if want.is_float() and t.dtype != DTYPES[self.dtype]:
+                t = t.cast(DTYPES[self.dtype])
+            if self.device is not None and t.device != _canon(self.device):
+                t = t.to(self.device)
+            out[name] = t
+        return out
+
+    def compiled(self, train: bool = False):
+        """A TinyJit-compiled forward (one compiled step per input shapes/dtypes/phase; a new
+        batch size gets its own, never a stale replay)."""
+
+        def run(*args: Tensor, **kwargs: Tensor):
+            feeds = self._feeds(args, kwargs)
+            key = (train, tuple((n, tuple(t.shape), t.dtype) for n, t in sorted(feeds.items())))
+            jits = self._meta.value["jits"]
+            if key not in jits:
+
+                def step(**kw: Tensor):
+                    out = self(train=train, **kw)
+                    return tuple(o.realize() for o in out) if isinstance(out, tuple) else out.realize()
+
+                jits[key] = TinyJit(step)
+            return jits[key](**{k: v.contiguous().realize() for k, v in feeds.items()})
+
+        return run
+
+    # ---- parameters ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Tensor]:
+        return get_state_dict(self)
+
+    def parameters(self) -> list[Tensor]:
+        """Trainable tensors (batch-norm statistics excluded)."""
+        return [t for k, t in self.state_dict().items() if not _is_buffer(k)]
+
+    def num_params(self) -> tuple[int, int]:
+        """(trainable, buffers) element counts at runtime."""
+        p = b = 0
+        for k, t in self.state_dict().items():
+            if _is_buffer(k):
+                b += t.numel()
+            else:
+                p += t.numel()
+        return p, b
+
+    def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+        """Write every tensor to a safetensors file, atomically."""
+        save_state(self.state_dict(), path, metadata)
+
+    def __repr__(self) -> str:
+        p, b = self.num_params()
+        return f"<dlspec Net {self.graph.name}: {p:,} params, {b:,} buffers, device {self.device or Device.DEFAULT}>"
+
+
+def _is_buffer(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _canon(device: str) -> str:
+    return Device.canonicalize(device)
+
+
+def check_device(device: str | None) -> str:
+    """The canonical device name, or a clear error listing the available ones."""
+    if device is None:
+        return Device.DEFAULT
+    try:
+        Device[device]
+        return Device.canonicalize(device)
+    except Exception:  # noqa: BLE001 - tinygrad raises many kinds here
+        avail = available_devices()
+        raise UsageError(f"device '{device}' is not available here; available: {', '.join(avail) or 'none'}") from None
+
+
+def available_devices() -> list[str]:
+    try:
+        return list(Device.get_available_devices())
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def build(graph: Graph, shapes: Shapes, device: str | None = None, seed: int = 0, dtype: str = "float32") -> Net:
+    """Lower ``graph`` to a :class:`Net` with seeded PyTorch-default initialisation."""
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise UsageError(f"dtype must be float32, float16 or bfloat16, got '{dtype}'")
+    dev = check_device(device)
+    net = Net(graph, shapes, dev, dtype)
+    low = Lowering(graph, shapes)
+    with Context(DEV=dev) if device is not None else _null():
+        Tensor.manual_seed(seed)  # dropout and sampling at run time
+        _Init.rng = np.random.default_rng(seed)
+        for node in graph.nodes:
+            if node.op in ("input", "step_in"):
+                continue
+            low.build(node)
+    net._meta.value["layers"] = low.layers
+    # place owned layers in the tree by path
+    for node in graph.nodes:
+        if node.op in ("input", "step_in") or node.shares is not None:
+            continue
+        _place(net, node.path, low.layers[node.path])
+    sd = get_state_dict(net)
+    for t in sd.values():
+        if device is not None and t.device != dev:
+            t.replace(t.to(dev))
+        if dtype != "float32" and dtypes.is_float(t.dtype) and t.dtype != DTYPES[dtype]:
+            t.replace(t.cast(DTYPES[dtype]))
+    Tensor.realize(*sd.values()) if sd else None
+    return net
+
+
+@contextmanager
+def _null():
+    yield
+
+
+def _place(root: Any, path: str, layer: Any) -> None:
+    """Attach ``layer`` at ``path`` (``a.b.c``), merging with a container already there."""
+    *parents, leaf = path.split(".")
+    obj = root
+    for part in parents:
+        nxt = obj.__dict__.get(part)
+        if nxt is None:
+            nxt = Container()
+            obj.__dict__[part] = nxt
+        obj = nxt
+    existing = obj.__dict__.get(leaf)
+    if isinstance(existing, Container) and hasattr(layer, "__dict__"):
+        for k, v in existing.__dict__.items():
+            layer.__dict__.setdefault(k, v)
+    obj.__dict__[leaf] = layer
+
+
+# ---- verification --------------------------------------------------------------------------------
+
+
+def verify(net: Net, batch: int = 2, seq: dict[str, int] | None = None, run: bool = True) -> list[str]:
+    """Build random inputs, trace the model and compare every runtime shape with the static
+    one and the runtime parameter count with the report's. Returns the mismatches."""
+    env = {"N": batch, **{k: v for k, v in (seq or {}).items()}}
+    problems = []
+    inputs = {}
+    for name in net.input_names:
+        t = net.shapes.types[name]
+        dims = []
+        for d in t.shape:
+            v = dvalue(d, env)
+            if v is None:
+                for s in sorted(_names(d)):
+                    env.setdefault(s, 8)
+                v = dvalue(d, env)
+            dims.append(v)
+        if t.is_float():
+            inputs[name] = Tensor.randn(*dims, device=net.device)
+        else:
+            high = t.vocab or 2
+            inputs[name] = Tensor.randint(*dims, low=0, high=high, device=net.device, dtype=DTYPES.get(t.dtype, dtypes.int32))
+    values = net.trace(**inputs)
+    for path, tensor in values.items():
+        want = net.shapes.types[path]
+        exp = tuple(dvalue(d, env) for d in want.shape)
+        if tuple(tensor.shape) != exp:
+            problems.append(f"{path}: runtime shape {tuple(tensor.shape)} but static {exp} ({want.show(True)})")
+    static_p = sum(c.params for c in net.shapes.costs.values())
+    static_b = sum(c.buffers for c in net.shapes.costs.values())
+    rp, rb = net.num_params()
+    if (rp, rb) != (static_p, static_b):
+        problems.append(f"params: runtime {rp:,} (+{rb:,} buffers) but static {static_p:,} (+{static_b:,} buffers)")
+    if run and not problems:
+        outs = [values[o.node] for o in net.graph.outputs]
+        Tensor.realize(*outs)
+    return problems
+
+
+def _names(d) -> set[str]:
+    from ..shapes import free_names
+
+    return free_names(d)
+
+
+# ---- weights files ----------------------------------------------------------------------------------
+
+
+def save_state(sd: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors, written to a temporary file, fsynced, then renamed over ``path``."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        safe_save({k: v.contiguous() for k, v in sd.items()}, tmp, metadata)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_weights(path: str | Path) -> dict[str, Tensor]:
+    """A safetensors or PyTorch (.pt/.pth, no PyTorch needed) state dict; clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such weights file: {path}")
+    try:
+        if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+            from tinygrad.nn.state import torch_load
+
+            sd = torch_load(str(path))
+            if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+                sd = sd["state_dict"]
+        else:
+            sd = safe_load(str(path))
+    except Exception as e:  # noqa: BLE001 - any failure to read is the file's fault
+        raise BackendError(f"{path}: not a readable {'PyTorch' if path.suffix in ('.pt', '.pth') else 'safetensors'} weights file ({type(e).__name__}: {e})") from None
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise BackendError(f"{path}: does not hold a state dict of tensors")
+    return sd
+
+
+def load_weights(net: Net, path: str | Path, name_map: dict[str, str] | str | Path | None = None, strict: bool = True) -> None:
+    """Load weights into ``net``: every key checked first (missing, unexpected, shape
+    mismatches reported together); nothing is assigned unless all is well.
+
+    ``name_map``: ``{"file prefix or key": "spec prefix or key"}`` (or a path to a text file
+    with ``file_name  spec_name`` lines) applied as prefix rewrites, longest first."""
+    sd = read_weights(path)
+    rules = _read_map(name_map)
+    renamed = {}
+    for k, v in sd.items():
+        renamed[_rename(k, rules)] = v
+    mine = net.state_dict()
+    missing = [k for k in mine if k not in renamed]
+    unexpected = [k for k in renamed if k not in mine]
+    mismatched = [(k, tuple(renamed[k].shape), tuple(mine[k].shape)) for k in mine if k in renamed and tuple(renamed[k].shape) != tuple(mine[k].shape)]
+    if not strict:
+        missing = []
+        unexpected = []
+    if missing or unexpected or mismatched:
+        lines = []
+        if missing:
+            lines.append(f"missing in {Path(path).name} ({len(missing)}): " + ", ".join(f"{k} {tuple(mine[k].shape)}" for k in missing[:20]) + (" …" if len(missing) > 20 else ""))
+        if unexpected:
+            lines.append(f"unexpected ({len(unexpected)}): " + ", ".join(f"{k} {tuple(renamed[k].shape)}" for k in unexpected[:20]) + (" …" if len(unexpected) > 20 else ""))
+        if mismatched:
+            lines.append("shape mismatches: " + ", ".join(f"{k} file {a} vs model {b}" for k, a, b in mismatched[:20]))
+        raise BackendError(f"{path}: weights do not fit model {net.graph.name}; nothing was loaded\n  " + "\n  ".join(lines))
+    new = {}
+    for k, t in mine.items():
+        if k in renamed:
+            src = renamed[k].to(t.device)
+            new[k] = src.cast(t.dtype) if src.dtype != t.dtype else src
+    for k, v in new.items():
+        mine[k].assign(v)
+    Tensor.realize(*mine.values())
+    net._meta.value["jits"].clear()  # compiled steps captured the old buffers' values
+
+
+def _read_map(name_map) -> list[tuple[str, str]]:
+    if name_map is None:
+        return []
+    if isinstance(name_map, (str, Path)):
+        p = Path(name_map)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"cannot read name map {p}: {e}") from None
+        pairs = {}
+        for i, line in enumerate(text.splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.split()
+            if len(parts) != 2:
+                raise UsageError(f"{p}:{i}: a name-map line is 'FILE_NAME SPEC_NAME', got {line!r}")
+            pairs[parts[0]] = parts[1]
+        name_map = pairs
+    return sorted(name_map.items(), key=lambda kv: -len(kv[0]))
+
+
+def _rename(key: str, rules: list[tuple[str, str]]) -> str:
+    for src, dst in rules:
+        if key == src:
+            return dst
+        if key.startswith(src + ".") or (src.endswith(".") and key.startswith(src)):
+            return dst.rstrip(".") + "." + key[len(src.rstrip(".")) + 1 :] if dst else key[len(src.rstrip(".")) + 1 :]
+    return key
+
+
+def parameter_tensors(net: Net) -> list[Tensor]:
+    return get_parameters(net)
