@@ -219,6 +219,7 @@ def bench_generated(sizes: list[int], runs: int) -> list[dict]:
                     "total_ms": total.ms,
                     "parse_ms": parse_t.ms,
                     "ms_per_1k": total.ms / n * 1000,
+                    "min_total_ms": min(total.wall) * 1000,
                     "cpu_ms": total.cpu_ms,
                     "parse_cpu_ms": parse_t.cpu_ms,
                     "cpu_ms_per_1k": total.cpu_ms / n * 1000,
@@ -343,7 +344,7 @@ def report(res: dict) -> str:
     rows.append(
         (
             f"(a) ResNet-152 → IR ({a['nodes']} nodes, median of {a['runs']})",
-            f"{a['total_ms']:.1f} ms",
+            f"{a['total_ms']:.1f} ms (min {a['min_total_ms']:.1f})",
             f"{a['cpu_ms']:.1f} ms",
             "≤ 50 ms",
             _ok(a["total_ms"] <= a["goal_ms"]),
@@ -358,7 +359,7 @@ def report(res: dict) -> str:
             rows.append(
                 (
                     f"(b) {kind}, {r['layers']:,} layers ({r['lines']:,} lines)",
-                    f"{r['total_ms']:.0f} ms",
+                    f"{r['total_ms']:.0f} ms (min {r['min_total_ms']:.0f})",
                     f"{r['cpu_ms']:.0f} ms (parse {r['parse_cpu_ms']:.0f}; {r['cpu_ms_per_1k']:.0f} ms/1k)",
                     "≤ 1000 ms" if big else "",
                     _ok(r["total_ms"] <= GOAL_10K_MS) if big else "",
@@ -406,7 +407,7 @@ def report(res: dict) -> str:
                         _ok(r["overhead"] <= s["goal"]),
                     )
                 )
-    head = ("measure", "wall (median)", "CPU (median)", "goal", "")
+    head = ("measure", "wall: median (min)", "CPU: median", "goal", "")
     w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     sep = "  "
     lines = [sep.join(h.ljust(w[i]) for i, h in enumerate(head)).rstrip(), sep.join("-" * x for x in w)]

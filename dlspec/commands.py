@@ -82,7 +82,7 @@ def _verify(prog, out, args, seq) -> int:
     from .backend.tinygrad import verify
 
     status = 0
-    for m, rep in out:
+    for m, _rep in out:
         t0 = time.perf_counter()
         net = prog.build(m, device=args.device, seed=0, dtype=args.dtype)
         problems = verify(net, batch=2, seq=seq)
@@ -149,7 +149,132 @@ def _draw(args) -> int:
     return run(args)
 
 
+def _train_args(p) -> None:
+    p.add_argument("file", metavar="FILE", nargs="?", help="the spec (optional with --resume)")
+    p.add_argument("--model", help="the model to train (default: the spec's train section's)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where it stopped")
+    p.add_argument("--out", default="runs", metavar="DIR", help="where run directories go (default: runs/)")
+    g = p.add_argument_group("overrides of the spec's train section")
+    g.add_argument("--data", help="data set: shapes, sequences, mnist, fashion_mnist, cifar10, cifar100")
+    g.add_argument("--data-dir", dest="data_dir", help="directory with the data set's files")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--optimizer", choices=["sgd", "rmsprop", "adagrad", "ftrl", "adam", "adamw"])
+    g.add_argument("--schedule", choices=["constant", "step", "multistep", "exponential", "cosine", "warmup", "poly"])
+    g.add_argument("--weight-decay", dest="weight_decay", type=float)
+    g.add_argument("--loss", choices=["cross_entropy", "nll", "bce", "bce_logits", "mse", "l1", "huber"])
+    g.add_argument("--clip", type=float, help="clip gradients to this global norm")
+    g.add_argument("--val-split", dest="val_split", type=float, help="fraction of the training data held out for validation")
+    g.add_argument("--limit", type=int, help="use only the first N training samples (quick runs)")
+    g.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many optimizer steps")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="tinygrad device: CPU, CUDA, NV, METAL, AMD, … (default: tinygrad's choice)")
+    p.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
+
+
+def _train(args) -> int:
+    import json
+    import shutil
+    from pathlib import Path
+
+    from . import load
+    from .errors import UsageError
+    from .progress import QuietUI, RichUI, final_table
+    from .train import OVERRIDES, RunConfig, Trainer, atomic_write_text, file_digest, new_run_dir, resolve
+
+    overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.json").is_file() or not (run_dir / "spec.dl").is_file():
+            raise UsageError(f"{run_dir} is not a dlspec run directory (no config.json and spec.dl)")
+        if not (run_dir / "last.safetensors").is_file():
+            raise UsageError(f"{run_dir} has no checkpoint (last.safetensors) to resume from")
+        if args.file and file_digest(Path(args.file)) != file_digest(run_dir / "spec.dl"):
+            raise UsageError(f"{run_dir} was trained from another spec than {args.file}; resume it without FILE, or start a new run")
+        try:
+            cfg = RunConfig(**json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+        except Exception as e:  # noqa: BLE001
+            raise UsageError(f"{run_dir}/config.json is not a valid run configuration: {e}") from None
+        extra = set(overrides) - {"epochs", "device"}
+        if extra:
+            raise UsageError(f"--resume continues a run as configured; only --epochs and --device may change (got {', '.join('--' + e.replace('_', '-') for e in sorted(extra))})")
+        cfg = cfg.model_copy(update=overrides)
+        prog = load(run_dir / "spec.dl", name=str(run_dir / "spec.dl"))
+        atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
+    else:
+        if not args.file:
+            raise UsageError("give a spec FILE to train, or --resume DIR")
+        prog = load(args.file)
+        cfg = resolve(prog, args.file, args.model, overrides)
+        prog.check()  # a spec with errors never trains
+        run_dir = new_run_dir(Path(args.out), cfg.model)
+        shutil.copyfile(args.file, run_dir / "spec.dl")
+        atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
+    ui = QuietUI() if (args.quiet or args.json or not sys.stderr.isatty()) else RichUI()
+    with ui:
+        ui.log(f"run directory {run_dir}")
+        trainer = Trainer(prog, cfg, run_dir, ui.log, ui)
+        summary = trainer.run(resume=bool(args.resume))
+        ui.end(summary["epochs"])
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(final_table(summary))
+    return 0
+
+
+def _eval_args(p) -> None:
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--weights", required=True, help="a .safetensors file (a run's best/last, or net.save) or a PyTorch .pt/.pth state dict")
+    p.add_argument("--model")
+    p.add_argument("--data")
+    p.add_argument("--data-dir", dest="data_dir")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--batch", type=int)
+    p.add_argument("--device")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--json", action="store_true")
+
+
+def _eval(args) -> int:
+    import json
+    from pathlib import Path
+
+    from . import load
+    from .errors import UsageError
+    from .train import Trainer, resolve
+
+    prog = load(args.file)
+    overrides = {k: getattr(args, k) for k in ("data", "data_dir", "batch", "device", "limit") if getattr(args, k, None) is not None}
+    cfg = resolve(prog, args.file, args.model, overrides)
+    trainer = Trainer(prog, cfg, Path("."), lambda m: None)
+    trainer.load_data()
+    trainer.build()
+    trainer.load_weights(Path(args.weights))
+    loader = trainer.eval_loaders.get(args.split) if args.split != "train" else None
+    if args.split == "train":
+        from . import data
+
+        loader = data.Loader(trainer.train_data, cfg.batch, cfg.seed, shuffle=False, mean=trainer.loader.mean, std=trainer.loader.std)
+    if loader is None:
+        raise UsageError("there is no validation split (val_split is 0)")
+    metrics = trainer.evaluate(loader)
+    result = {"model": cfg.model, "weights": args.weights, "data": cfg.data, "split": args.split, **metrics}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        extra = f", top-5 {metrics['top5'] * 100:.2f}%" if "top5" in metrics else ""
+        print(f"{cfg.model} on {cfg.data} {args.split}: loss {metrics['loss']:.4f}, accuracy {metrics['accuracy'] * 100:.2f}%{extra}")
+    return 0
+
+
 COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("compile", "infer shapes and report params, MACs and memory per layer", _compile_args, _compile),
+    ("train", "train a model on a data set (the spec's train section, with overrides)", _train_args, _train),
+    ("eval", "evaluate trained weights on a data set", _eval_args, _eval),
     ("draw", "draw a model as a Graphviz diagram (svg, png, pdf or dot) with shapes, blocks and costs", _draw_args, _draw),
 ]

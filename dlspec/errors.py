@@ -113,6 +113,12 @@ class UsageError(DlspecError):
     stage = "usage"
 
 
+class DataError(DlspecError):
+    """A data set that cannot be found, downloaded or read (a missing, truncated or corrupt file)."""
+
+    stage = "data"
+
+
 def _plain(d: Diagnostic) -> str:
     where = f"{d.span}: " if d.span else ""
     return f"{where}{d.severity}: {d.message}"

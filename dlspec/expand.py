@@ -527,8 +527,7 @@ class Expander:
         op = lv.op
         lo, hi = op.arity
         if hi == 1 and len(inputs) > 1:
-            axis = -1 if op.category in ("dense", "recurrent", "normalisation") and op.name != "batchnorm" else 1
-            cat = ops.get("concat").Params(axis=axis)
+            cat = ops.get("concat").Params(axis=op.concat_axis)
             inputs = [self.emit(scope, "concat", cat, tuple(inputs), lv.span)]
         if len(inputs) < lo:
             raise Fail(f"{op.name} needs {lo} inputs, got {len(inputs)}", lv.span, help="give them as a tuple: '(a, b) -> " + op.name + "'")
@@ -1077,6 +1076,13 @@ class Expander:
         right = self.eval(e.right, scope)
         if left is POISON or right is POISON:
             raise _Silent()
+        for v, sp in ((left, e.left.span), (right, e.right.span)):
+            if isinstance(v, (LayerV, BlockCall)):
+                raise Fail(
+                    f"'{e.op}' cannot apply to {_show_value(v)}",
+                    sp,
+                    help="a layer's arguments are single values: wrap arithmetic in parentheses, e.g. 'dense (n - 1)'",
+                )
         if isinstance(left, Tensor) or isinstance(right, Tensor):
             fn = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow"}.get(e.op)
             if fn is None:

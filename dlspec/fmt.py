@@ -53,7 +53,10 @@ class _Printer:
         return out
 
     def trailing(self, line: int) -> str:
-        for i, (ln, _col, txt) in enumerate(self.comments):
+        limit = getattr(self, "limit", None)  # (line, col): comments from here on belong outside
+        for i, (ln, col, txt) in enumerate(self.comments):
+            if limit is not None and (ln, col) >= limit:
+                continue
             if i not in self.done and ln == line:
                 self.done.add(i)
                 return "  " + txt.rstrip()
@@ -116,10 +119,19 @@ class _Printer:
         one_line = (
             body.span.line == body.span.end_line
             and len(inner) <= 1
-            and not any(body.span.line <= c[0] <= body.span.end_line for i, c in enumerate(self.comments) if i not in self.done)
+            # a comment inside the braces forces a block; one after the closing brace trails it
+            and not any(
+                body.span.line <= c[0] <= body.span.end_line and not (c[0] == body.span.end_line and c[1] >= body.span.end_col)
+                for i, c in enumerate(self.comments)
+                if i not in self.done
+            )
         )
         if one_line:
-            lines = self.stmt(inner[0], "") if inner else [""]
+            self.limit = (body.span.end_line, body.span.end_col)
+            try:
+                lines = self.stmt(inner[0], "") if inner else [""]
+            finally:
+                self.limit = None
             text = "{ " + lines[0] + " }" if inner else "{ }"
             line = f"{hi}{head} {text}"
             if len(lines) == 1 and len(line) <= WIDTH:

@@ -59,7 +59,8 @@ class _PostLex:
                 pending = pending or tok
                 continue
             if pending is not None:
-                if t not in _NO_NL_BEFORE:
+                # `}` newline `shortcut {` continues the residual, as `else` continues an `if`
+                if t not in _NO_NL_BEFORE and not (t == "NAME" and tok == "shortcut" and prev == "RBRACE"):
                     yield pending
                     prev = "_NL"
                 pending = None

@@ -14,6 +14,8 @@ from .errors import Diagnostic, Note, Span, suggest
 from .ir import Setting, TrainSpec
 
 NUM = (int, float)
+#: numeric options that may be negative (and must not be positive)
+SIGNED = frozenset({"lr_power"})
 
 #: objective → the model roles it names (first role: the one named without a key)
 KINDS: dict[str, tuple[str, ...]] = {
@@ -200,7 +202,8 @@ def _setting(st: A.Stmt, evaluate) -> Setting:
         if not args:
             raise _Bad(f"option '{k.id}' needs a value", k.span)
         v = args.pop(0)
-        t = opts.get(k.id, float)
+        types = SETTINGS["optimizer"][2] if key in ("d_optimizer", "g_optimizer") else opts  # GAN optimizers: as `optimizer`
+        t = types.get(k.id, float)
         options[k.id] = _word(v, evaluate) if t is str else _num(v, evaluate, t, k.id)
     return Setting(key=key, value=value, options=options, span=st.span)
 
@@ -233,6 +236,10 @@ def _num(e: A.Expr, evaluate, typ, key: str) -> Any:
         if v < 0:
             raise _Bad(f"'{key}' must be ≥ 0, got {v}", e.span)
         return v
+    if key in SIGNED:  # FTRL's learning_rate_power: ≤ 0 (the paper's -0.5)
+        if v > 0:
+            raise _Bad(f"'{key}' must be ≤ 0 (e.g. -0.5), got {v}", e.span)
+        return float(v)
     if v < 0:
         raise _Bad(f"'{key}' must be ≥ 0, got {v}", e.span)
     return float(v)

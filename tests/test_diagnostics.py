@@ -108,11 +108,11 @@ CASES = {
     ),
     "negative_kernel": (
         "model M {\n  input x: [3, 8, 8]\n  conv 6 kernel -1\n}\n",
-        "t.dl:3:17: error: conv 'kernel' must be a whole number or a list of whole numbers, got -1\n  |\n3 |   conv 6 kernel -1\n  |                 ^~",
+        "t.dl:3:17: error: conv 'kernel' must be > 0, got -1\n  |\n3 |   conv 6 kernel -1\n  |                 ^~",
     ),
     "dropout_rate": (
         "model M {\n  input x: [3]\n  dropout 1.5\n}\n",
-        "t.dl:3:11: error: dropout 'rate' must be a number, got 1.5\n  |\n3 |   dropout 1.5\n  |           ^~~",
+        "t.dl:3:11: error: dropout 'rate' must be < 1.0, got 1.5\n  |\n3 |   dropout 1.5\n  |           ^~~",
     ),
     "float_filters": (
         "model M {\n  input x: [3, 8, 8]\n  conv 6.5 kernel 3\n}\n",
@@ -277,7 +277,7 @@ def test_independent_errors_are_all_reported_in_one_run():
         "t.dl:5:3: error: block 'B' needs a value for 'c'",
         "t.dl:6:3: error: unknown op 'dens' — did you mean 'dense'?",
         "t.dl:7:10: error: unknown parameter 'kernal' for conv — did you mean 'kernel'?",
-        "t.dl:11:11: error: dropout 'rate' must be a number, got 1.5",
+        "t.dl:11:11: error: dropout 'rate' must be < 1.0, got 1.5",
         "t.dl:14:9: error: 'batch' must be positive, got 0",
         "t.dl:15:3: error: unknown train setting 'dat' — did you mean 'data'?",
     ]

@@ -32,6 +32,7 @@ class Attention(Op):
     positional = ("heads",)
     key_aliases = {"num_heads": "heads"}
     category = "attention"
+    concat_axis = -1
     arity = (1, 2)
     tensor_params = ("mask",)
 

@@ -40,6 +40,8 @@ class Op:
     tensor_params: ClassVar[tuple[str, ...]] = ()
     #: an activation-like op (merged into the layer it follows when drawn)
     activation: ClassVar[bool] = False
+    #: where several inputs given as a tuple are concatenated (1: channels; -1: features)
+    concat_axis: ClassVar[int] = 1
 
     # ---- shape rule and costs (overridden per op) --------------------------------
 
@@ -105,30 +107,45 @@ class Op:
     @classmethod
     def build(cls, values: dict[str, Any], spans: dict[str, Span], where: Span) -> OpParams:
         """Validate bound values into ``Params``; errors point at the offending argument."""
+        diags = []
+        for fname, v in values.items():  # pydantic would quietly take true for 1
+            if isinstance(v, bool) and fname in cls.Params.model_fields and not cls.is_bool_field(fname):
+                ann = cls.Params.model_fields[fname].annotation
+                diags.append(Diagnostic(f"{cls.name} '{fname}' {_describe(ann)}, got {_show(v)}", spans.get(fname, where)))
+        if diags:
+            raise _BindError(diags)
         try:
             return cls.Params(op=cls.name, **values)
         except ValidationError as e:
-            diags = []
+            by_field: dict[str, list[dict]] = {}
             for err in e.errors():
-                loc = err["loc"][0] if err["loc"] else None
-                fname = str(loc) if loc is not None else ""
-                if err["type"] == "missing":
+                fname = str(err["loc"][0]) if err["loc"] else ""
+                by_field.setdefault(fname, []).append(err)
+            for fname, errs in by_field.items():
+                if any(err["type"] == "missing" for err in errs):
                     diags.append(
                         Diagnostic(
                             f"{cls.name} needs '{fname}'",
                             where,
-                            help=f"write it as '{cls.name} … {fname} VALUE'"
-                            if fname not in cls.positional
-                            else f"give it first: '{cls.name} {fname.upper()} …'",
+                            help=f"write it as '{cls.name} … {fname} VALUE'" if fname not in cls.positional else f"give it first: '{cls.name} {fname.upper()} …'",
                         )
                     )
                     continue
-                got = values.get(fname, err.get("input"))
+                got = values.get(fname, errs[0].get("input"))
+                ranged = next((err for err in errs if err["type"] in _RANGE), None)
+                if ranged is not None:
+                    limit = next(iter(ranged.get("ctx", {}).values()), "?")
+                    bad = ranged.get("input", got)
+                    what = f"must be {_RANGE[ranged['type']]} {_show(limit)}"
+                    item = "" if bad is got else f" (item {_show(bad)})"
+                    diags.append(Diagnostic(f"{cls.name} '{fname}' {what}, got {_show(got)}{item}", spans.get(fname, where)))
+                    continue
+                ann = cls.Params.model_fields[fname].annotation if fname in cls.Params.model_fields else None
                 diags.append(
                     Diagnostic(
-                        f"{cls.name} '{fname}' {_describe(cls.Params.model_fields[fname].annotation) if fname in cls.Params.model_fields else 'is invalid'}, got {_show(got)}",
+                        f"{cls.name} '{fname}' {_describe(ann) if ann is not None else 'is invalid'}, got {_show(got)}",
                         spans.get(fname, where),
-                        help=_custom_msg(err),
+                        help=next((m for m in map(_custom_msg, errs) if m), None),
                     )
                 )
             raise _BindError(diags) from None
@@ -136,6 +153,9 @@ class Op:
     @classmethod
     def unknown_key_message(cls, word: str, env_names: list[str]) -> str:
         return f"unknown parameter '{word}' for {cls.name}{suggest(word, cls.keys() + list(cls.key_aliases) + list(cls.words()))}"
+
+
+_RANGE = {"greater_than": ">", "greater_than_equal": "≥", "less_than": "<", "less_than_equal": "≤"}
 
 
 class _BindError(Exception):

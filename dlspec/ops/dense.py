@@ -28,6 +28,7 @@ class Dense(Op):
     positional = ("units",)
     key_aliases = {"linear": "units", "out": "units"}
     category = "dense"
+    concat_axis = -1
 
     @classmethod
     def infer(cls, p: DenseParams, ins, ctx):

@@ -116,7 +116,7 @@ class EmbeddingLayer:
 
         vocab, dim = self.weight.shape
         big = (*idx.shape, vocab, dim)  # a fused select-and-sum: nothing of this size is materialised
-        rows = Tensor.arange(vocab, device=idx.device, dtype=idx.dtype).reshape(vocab, 1).expand(big)
+        rows = Tensor.arange(vocab, dtype=idx.dtype).to(idx.device).reshape(vocab, 1).expand(big)  # arange takes no device
         return (rows == idx.reshape(*idx.shape, 1, 1).expand(big)).where(self.weight.expand(big), 0).sum(-2)
 
 

@@ -63,6 +63,7 @@ class LayerNorm(Op):
     name = "layernorm"
     Params = LayerNormParams
     category = "normalisation"
+    concat_axis = -1
     keeps_field = True
 
     @classmethod

@@ -34,7 +34,7 @@ class Pool(Op):
 
     name = "pool"
     Params = PoolParams
-    key_aliases = {"kernel_size": "kernel", "output": "size", "ceil_mode": "ceil"}
+    key_aliases = {"kernel_size": "kernel", "output_size": "size", "ceil_mode": "ceil"}
     category = "pooling"
 
     @classmethod
@@ -44,6 +44,10 @@ class Pool(Op):
         need_rank(ctx, x, (3, 4, 5), "(C, L), (C, H, W) or (C, D, H, W)")
         n = x.rank - 2
         sizes = x.shape[2:]
+        if p.scope != "window":
+            given = [k for k in ("kernel", "stride", "padding", "ceil") if k in p.model_fields_set]
+            if given:
+                raise ShapeFail(f"{ctx.name()} {p.scope} pooling takes no '{given[0]}'", help=f"{'the output size is given with size N' if p.scope == 'adaptive' else 'it pools the whole map'}; remove '{given[0]}'")
         if p.scope == "global":
             return TensorType(x.shape[:2] + (1,) * n, x.dtype)
         if p.scope == "adaptive":

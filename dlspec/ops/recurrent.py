@@ -37,6 +37,7 @@ class _Recurrent(Op):
     key_aliases = {"hidden_size": "hidden", "num_layers": "layers", "return_sequences": "sequences"}
     category = "recurrent"
     gates = 1
+    concat_axis = -1
 
     @classmethod
     def infer(cls, p, ins, ctx):

@@ -1,0 +1,125 @@
+"""Losses and metrics for ``dlspec train``: ``loss NAME [label_smoothing ε] [delta δ]`` and
+``metrics accuracy, top5, loss``.
+
+All losses return the mean (a 0-d float tensor), PyTorch's ``reduction='mean'``: over the batch
+(and any further target positions, e.g. a sequence's time steps) for the classification losses,
+over every element for the element-wise ones. Classes are on the **last** axis (``(N, C)`` or
+``(N, T, C)`` with integer targets ``(N,)`` / ``(N, T)``). Everything is tensor code (TinyJit-safe).
+
+=================  ==========================================================================
+``cross_entropy``  logits, int targets (or probabilities shaped like the logits);
+                   ``label_smoothing ε``: target ``(1−ε)·onehot + ε/C`` (PyTorch's)
+``nll``            log-probabilities, int targets: ``−logp[target]``
+``bce``            probabilities ``p``: ``−(y·log p + (1−y)·log(1−p))``, logs clamped at −100 (PyTorch)
+``bce_logits``     logits ``x``: ``max(x,0) − x·y + log(1 + e^−|x|)`` (stable)
+``mse``            ``(o − y)²``
+``l1``             ``|o − y|``
+``huber``          ``½d²`` if ``|d| < δ`` else ``δ·(|d| − ½δ)`` (``delta δ``, default 1; PyTorch ``HuberLoss``)
+=================  ==========================================================================
+
+For the element-wise losses a target with as many elements as the output (``(N,)`` for ``(N, 1)``)
+is reshaped to it; other shape mismatches raise ``ValueError`` rather than broadcast.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tinygrad import Tensor, dtypes
+
+__all__ = ["LOSSES", "METRICS", "loss", "metric"]
+
+LOSSES = ("cross_entropy", "nll", "bce", "bce_logits", "mse", "l1", "huber")
+METRICS = ("accuracy", "top5", "loss")
+LOSS_OPTIONS: dict[str, frozenset[str]] = {
+    "cross_entropy": frozenset({"label_smoothing"}),
+    "huber": frozenset({"delta"}),
+}
+
+
+def _class_target(name: str, output: Tensor, target: Tensor) -> Tensor:
+    """One-hot (or the given probabilities) for a classification loss, shaped like ``output``."""
+    if output.ndim < 1:
+        raise ValueError(f"{name} needs outputs with a class axis, got shape {output.shape}")
+    if dtypes.is_float(target.dtype):
+        if tuple(target.shape) != tuple(output.shape):
+            raise ValueError(f"{name}: probability targets must have the output's shape {output.shape}, got {target.shape}")
+        return target.float()
+    if tuple(target.shape) != tuple(output.shape[:-1]):
+        raise ValueError(f"{name}: integer targets must have shape {output.shape[:-1]} (output {output.shape}), got {target.shape}")
+    return target.one_hot(output.shape[-1]).float()
+
+
+def _same(name: str, output: Tensor, target: Tensor) -> Tensor:
+    if tuple(target.shape) != tuple(output.shape):
+        if target.numel() != output.numel():
+            raise ValueError(f"{name}: target shape {target.shape} does not match output shape {output.shape}")
+        target = target.reshape(output.shape)
+    return target.float()
+
+
+def loss(name: str, output: Tensor, target: Tensor, **options: Any) -> Tensor:
+    """The mean loss ``name`` of ``output`` against ``target`` (see the module docstring).
+    Options: ``label_smoothing`` (cross_entropy), ``delta`` (huber); ``None`` values are dropped."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss '{name}'; one of {', '.join(LOSSES)}")
+    opts = {k: v for k, v in options.items() if v is not None}
+    bad = sorted(set(opts) - LOSS_OPTIONS.get(name, frozenset()))
+    if bad:
+        raise ValueError(f"loss {name} has no option {', '.join(bad)}")
+    out = output.float()
+    if name == "cross_entropy":
+        eps = float(opts.get("label_smoothing", 0.0))
+        if not 0 <= eps <= 1:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {eps}")
+        q = _class_target(name, out, target)
+        if eps:
+            q = q * (1 - eps) + eps / out.shape[-1]
+        return -(q * out.log_softmax(-1)).sum(-1).mean()
+    if name == "nll":
+        return -(_class_target(name, out, target) * out).sum(-1).mean()
+    y = _same(name, out, target)
+    if name == "bce":
+        return -(y * out.log().maximum(-100) + (1 - y) * (1 - out).log().maximum(-100)).mean()
+    if name == "bce_logits":
+        return (out.maximum(0) - out * y + (1 + (-out.abs()).exp()).log()).mean()
+    d = out - y
+    if name == "mse":
+        return (d * d).mean()
+    if name == "l1":
+        return d.abs().mean()
+    delta = float(opts.get("delta", 1.0))
+    if delta <= 0:
+        raise ValueError(f"huber delta must be positive, got {delta}")
+    a = d.abs()
+    return (a < delta).where(0.5 * d * d, delta * (a - 0.5 * delta)).mean()
+
+
+def metric(name: str, output: Tensor, target: Tensor, *, threshold: float = 0.5, loss_name: str | None = None, **options: Any) -> Tensor:
+    """A metric as a 0-d float tensor (TinyJit-safe; ``.item()`` it outside).
+
+    * ``accuracy`` — fraction of argmax (last axis) equal to integer targets; for a single output
+      per example (output shaped like the target, or ``(N, 1)``) the fraction of ``output > threshold``
+      equal to the 0/1 target (``threshold`` 0.5 for probabilities; pass 0.0 for logits).
+    * ``top5`` (any ``topK``) — fraction of targets whose output is among the K largest (ties count
+      in the target's favour: fewer than K outputs strictly above it).
+    * ``loss`` — :func:`loss` ``loss_name`` (default cross_entropy) with ``options``."""
+    if name == "loss":
+        return loss(loss_name or "cross_entropy", output, target, **options)
+    if options:
+        raise ValueError(f"metric {name} takes no options {', '.join(sorted(options))}")
+    m = re.fullmatch(r"top(\d+)", name)
+    if name != "accuracy" and not m:
+        raise ValueError(f"unknown metric '{name}'; one of {', '.join(METRICS)}")
+    out = output.float()
+    if tuple(target.shape) == tuple(out.shape[:-1]) and out.shape[-1] > 1:
+        if name == "accuracy":
+            return (out.argmax(-1) == target.cast(dtypes.int32)).float().mean()
+        k = int(m.group(1))
+        mine = (target.one_hot(out.shape[-1]) > 0).where(out, 0.0).sum(-1, keepdim=True)
+        return ((out > mine).sum(-1) < k).float().mean()
+    y = _same(name, out, target)
+    if name != "accuracy":
+        raise ValueError(f"{name} needs class scores (N, C) with C > 1 and integer targets (N,)")
+    return ((out > threshold).float() == (y > 0.5).float()).float().mean()
