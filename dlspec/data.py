@@ -117,7 +117,9 @@ def canonical_name(name: str) -> str:
     if key in available():
         return key
     if key in _NOT_BUILT_IN:
-        raise DataError(Diagnostic(f"data set '{name}' is not available: {_NOT_BUILT_IN[key]}", None, help="available: " + ", ".join(available())))
+        raise DataError(
+            Diagnostic(f"data set '{name}' is not available: {_NOT_BUILT_IN[key]}", None, help="available: " + ", ".join(available()))
+        )
     raise DataError(Diagnostic(f"unknown data set '{name}'{suggest(key, available())}", None, help="available: " + ", ".join(available())))
 
 
@@ -159,12 +161,11 @@ def load(
         bad = sorted(opts)
         if bad:
             raise DataError(
-                f"data set '{key}' has no option '{bad[0]}'" + (" (only the generated sets take it)" if bad[0] in ("classes", "length", "seed") else ""),
+                f"data set '{key}' has no option '{bad[0]}'"
+                + (" (only the generated sets take it)" if bad[0] in ("classes", "length", "seed") else ""),
                 None,
             )
         log = log or _stderr
-        if os.environ.get("DLSPEC_OFFLINE", "").strip() not in ("", "0"):
-            download = False
         loader = _load_mnist_like if key in ("mnist", "fashion_mnist") else _load_cifar
         ds = loader(key, split, data_dir, download, log)
         if limit is not None and limit < len(ds):
@@ -253,7 +254,9 @@ def _shape_sdf(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(kind)
 
 
-def make_shapes(n: int, classes: int = len(SHAPE_NAMES), seed: int = 0, split: str = "train", size: int = 28) -> tuple[np.ndarray, np.ndarray]:
+def make_shapes(
+    n: int, classes: int = len(SHAPE_NAMES), seed: int = 0, split: str = "train", size: int = 28
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` images ``(n, 1, size, size)`` float32 in [0, 1] and their int64 labels.
 
     Each image: one shape of kind ``SHAPE_NAMES[label]``, radius 5–11 px, centred at a random
@@ -546,11 +549,25 @@ def _fsync_dir(d: Path) -> None:
 
 
 def _download(name: str, res: Resource, dest_dir: Path, log: Callable[[str], None]) -> Path:
-    """Try every mirror of ``name`` for ``res``; the path written, or :class:`_DownloadFailed`."""
+    """Try every mirror of ``name`` for ``res``; the path written, or :class:`_DownloadFailed`
+    (and then no file, and no folder made for it, is left behind)."""
+    created = [d for d in (dest_dir, *dest_dir.parents) if not d.exists()]
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _DownloadFailed([f"cannot create {dest_dir}: {e.strerror or e}"]) from None
+    try:
+        return _try_mirrors(name, res, dest_dir, log)
+    except BaseException:
+        for d in created:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _try_mirrors(name: str, res: Resource, dest_dir: Path, log: Callable[[str], None]) -> Path:
     dest = dest_dir / res.name
     reasons = []
     for base in MIRRORS.get(name, []):
@@ -569,6 +586,13 @@ def _download(name: str, res: Resource, dest_dir: Path, log: Callable[[str], Non
         if reasons:
             log(f"download failed: {reasons[-1]}")
     raise _DownloadFailed(reasons or ["no download URL is known"])
+
+
+def _offline_reason(download: bool) -> str | None:
+    """Why downloads are off, or None when they are allowed."""
+    if os.environ.get("DLSPEC_OFFLINE", "").strip() not in ("", "0"):
+        return "downloading is turned off ($DLSPEC_OFFLINE is set)"
+    return None if download else "downloading is turned off"
 
 
 def _urls(name: str, file: str) -> list[str]:
@@ -605,8 +629,8 @@ def _load_mnist_like(name: str, split: str, data_dir, download: bool, log) -> Da
     if missing:
         files = [s + ".gz" for s in missing]
         urls = [u for f in files for u in _urls(name, f)]
-        if not download:
-            raise _missing_error(name, files, data_dir, dirs, "downloading is off (--no-download or $DLSPEC_OFFLINE)", urls)
+        if off := _offline_reason(download):
+            raise _missing_error(name, files, data_dir, dirs, off, urls)
         target = download_dir(name, data_dir)
         for s in missing:
             res = RESOURCES[name][s + ".gz"]
@@ -652,7 +676,9 @@ def _read_maybe_gzip(path: Path) -> bytes:
         try:
             return gzip.decompress(raw)
         except EOFError:
-            raise DataError(f"{path}: truncated gzip file (it ends before the end of the compressed data) — delete it and fetch it again") from None
+            raise DataError(
+                f"{path}: truncated gzip file (it ends before the end of the compressed data) — delete it and fetch it again"
+            ) from None
         except (gzip.BadGzipFile, zlib.error, OSError) as e:
             raise DataError(f"{path}: corrupt gzip data ({e}) — delete it and fetch it again") from None
     if path.name.endswith(".gz"):
@@ -670,7 +696,9 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
         raise DataError(f"{path}: truncated: {len(data)} bytes, not even an IDX header")
     magic = int.from_bytes(data[:4], "big")
     if magic != want_magic:
-        raise DataError(f"{path}: wrong magic number {magic} (0x{magic:08x}); an IDX {kind} file of bytes starts with {want_magic} (0x{want_magic:08x})")
+        raise DataError(
+            f"{path}: wrong magic number {magic} (0x{magic:08x}); an IDX {kind} file of bytes starts with {want_magic} (0x{want_magic:08x})"
+        )
     if len(data) < header:
         raise DataError(f"{path}: truncated: {len(data)} bytes, shorter than its {header}-byte header")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
@@ -737,8 +765,8 @@ def _load_cifar(name: str, split: str, data_dir, download: bool, log) -> Dataset
         urls = _urls(name, arch)
         alt = _CIFAR_LAYOUTS[name][1]
         why_prefix = f"(or the binary {alt.folder}/{', '.join(getattr(alt, split))}, or the archive {arch}); "
-        if not download:
-            raise _missing_error(name, files, data_dir, dirs, why_prefix + "downloading is off (--no-download or $DLSPEC_OFFLINE)", urls)
+        if off := _offline_reason(download):
+            raise _missing_error(name, files, data_dir, dirs, why_prefix + off, urls)
         target = download_dir(name, data_dir)
         try:
             path = _download(name, RESOURCES[name][arch], target, log)
@@ -755,7 +783,9 @@ def _load_cifar(name: str, split: str, data_dir, download: bool, log) -> Dataset
     for p in paths:
         x, y = _read_cifar_bin(p, name) if lay.kind == "bin" else _read_cifar_py(p, name)
         if y.size and (y.min() < 0 or y.max() >= classes):
-            raise DataError(f"{p}: label {int(y.max()) if y.max() >= classes else int(y.min())} out of range 0..{classes - 1} — not a {name} file")
+            raise DataError(
+                f"{p}: label {int(y.max()) if y.max() >= classes else int(y.min())} out of range 0..{classes - 1} — not a {name} file"
+            )
         xs.append(x)
         ys.append(y)
     raw = np.concatenate(xs) if len(xs) > 1 else xs[0]
@@ -819,13 +849,17 @@ def _read_cifar_py(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     except EOFError:
         raise DataError(f"{path}: truncated: the pickle ends early — delete it and fetch it again") from None
     except Exception as e:  # UnpicklingError, ValueError, … from a damaged file
+        if "truncated" in str(e):
+            raise DataError(f"{path}: truncated: the pickle ends early — delete it and fetch it again") from None
         raise DataError(f"{path}: not a readable CIFAR python batch ({type(e).__name__}: {e})") from None
     if not isinstance(d, dict):
         raise DataError(f"{path}: not a CIFAR python batch (it holds a {type(d).__name__}, not a dict)")
     d = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
     key = "labels" if name == "cifar10" else "fine_labels"
     if "data" not in d or key not in d:
-        raise DataError(f"{path}: not a {name} python batch: it has no '{'data' if 'data' not in d else key}' entry (keys: {', '.join(map(str, d))})")
+        raise DataError(
+            f"{path}: not a {name} python batch: it has no '{'data' if 'data' not in d else key}' entry (keys: {', '.join(map(str, d))})"
+        )
     try:
         x = np.asarray(d["data"])
         y = np.asarray(d[key], dtype=np.int64).reshape(-1)
@@ -884,7 +918,9 @@ def split_validation(ds: Dataset, fraction: float, seed: int, stratify: bool = T
         raise DataError(f"val_split must be between 0 and 1 (exclusive), got {fraction}")
     n_val = int(round(float(fraction) * n))
     if n_val < 1 or n_val >= n:
-        raise DataError(f"val_split {fraction} of {n} samples leaves {n_val} for validation and {n - n_val} for training — both need at least one")
+        raise DataError(
+            f"val_split {fraction} of {n} samples leaves {n_val} for validation and {n - n_val} for training — both need at least one"
+        )
     rng = _rng(seed, 0x5A11D)
     perm = rng.permutation(n)
     if stratify and np.issubdtype(ds.y.dtype, np.integer) and ds.y.ndim == 1:
@@ -975,7 +1011,9 @@ class Loader:
         if not isinstance(self.batch, (int, np.integer)) or self.batch < 1:
             raise DataError(f"batch size must be a positive integer, got {self.batch!r}")
         if self.drop_last and len(self.ds) < self.batch:
-            raise DataError(f"batch {self.batch} is larger than the {len(self.ds)} samples of '{self.ds.name}' ({self.ds.split}): with drop_last no batch is left")
+            raise DataError(
+                f"batch {self.batch} is larger than the {len(self.ds)} samples of '{self.ds.name}' ({self.ds.split}): with drop_last no batch is left"
+            )
         if self.augment and self.ds.x.ndim != 4:
             raise DataError(f"augment applies to images; '{self.ds.name}' holds samples of shape {self.ds.sample_shape}")
         if self.flip is None:

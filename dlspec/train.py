@@ -52,6 +52,7 @@ class RunConfig(BaseModel):
     weight_decay: float = 0.0
     l2: float = 0.0
     clip: float | None = None
+    clip_norm_type: float = 2.0
     batch: int = 64
     epochs: int = 10
     seed: int = 0
@@ -108,11 +109,13 @@ def resolve(prog, spec_path: str, model: str | None, overrides: dict[str, Any]) 
         for key in ("weight_decay", "l2", "batch", "epochs", "seed", "device", "steps"):
             if key in s:
                 cfg["max_steps" if key == "steps" else key] = s[key].value
-        if "clip" in s:
-            cfg["clip"] = s["clip"].options.get("norm", s["clip"].value)
+        if "clip" in s:  # `clip 1.0 norm 2`: max norm 1.0 of the L2 norm, as clip_grad_norm_(max_norm, norm_type)
+            cfg["clip"] = s["clip"].value
+            if "norm" in s["clip"].options:
+                cfg["clip_norm_type"] = s["clip"].options["norm"]
         if "metrics" in s:
             cfg["metrics"] = [m for m in s["metrics"].value if m != "loss"]
-        if "label_smoothing" in s:
+        if "label_smoothing" in s and cfg.get("loss", "cross_entropy") == "cross_entropy":
             cfg.setdefault("loss_options", {})["label_smoothing"] = s["label_smoothing"].value
     for key, value in overrides.items():
         if value is not None:
@@ -211,7 +214,9 @@ class Trainer:
         self.net = self.prog.build(c.model, device=c.device, seed=c.seed)
         self._fit_input()
         params = self.net.parameters()
-        self.opt = optim.make_optimizer(c.optimizer, params, c.lr, weight_decay=c.weight_decay, **c.optimizer_options)
+        self.opt = optim.make_optimizer(
+            c.optimizer, params, c.lr, weight_decay=c.weight_decay, clip=c.clip, clip_norm_type=c.clip_norm_type, **c.optimizer_options
+        )
         self.schedule = schedules.make_schedule(c.schedule, c.lr, self.loader.steps_per_epoch(), c.epochs, **c.schedule_options)
         self.steps: dict[tuple, Any] = {}
         self.evals: dict[tuple, Any] = {}
@@ -262,9 +267,7 @@ class Trainer:
                     loss = losses.loss(c.loss, out, y, **c.loss_options)
                     total = loss + optim.l2_penalty(params, c.l2) if c.l2 else loss
                     total.backward()
-                    if c.clip:
-                        optim.clip_grad_norm(params, c.clip)
-                    opt.step()
+                    opt.step()  # clips gradients first when configured
                     correct = (out.argmax(-1) == y).sum()
                     return loss.realize(), correct.realize()
 
@@ -327,7 +330,8 @@ class Trainer:
         from .optim import optimizer_state
 
         sd = {f"model.{k}": v for k, v in self.net.state_dict().items()}
-        sd.update({f"optim.{k}": v for k, v in optimizer_state(self.opt).items()})
+        sd.update(optimizer_state(self.opt))  # keys 'optim.…'
+
         meta = {"epoch": str(pos.epoch), "step": str(pos.step), "best": json.dumps(pos.best), "model": self.cfg.model, "spec_sha256": self.spec_sha}
         save_state(sd, self.dir / name, metadata=meta)
 
@@ -338,7 +342,7 @@ class Trainer:
         sd = read_weights(path)
         meta = _metadata(path)
         model_sd = {k[6:]: v for k, v in sd.items() if k.startswith("model.")}
-        optim_sd = {k[6:]: v for k, v in sd.items() if k.startswith("optim.")}
+        optim_sd = {k: v for k, v in sd.items() if k.startswith("optim.")}
         tmp = self.dir / ".restore.safetensors"
         from .backend.tinygrad import save_state
 

@@ -31,9 +31,17 @@ from backend_ref import (
     sigmoid,
     softmax,
 )
-from tinygrad import Tensor
+from tinygrad import Context, Tensor
 
 RNG = np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unoptimised_kernels():
+    """Compile without tinygrad's kernel optimiser (upcasts, unrolls): the numbers are the same
+    and a cold kernel cache compiles about three times faster."""
+    with Context(NOOPT=1):
+        yield
 
 
 def randn(*shape):
@@ -322,12 +330,10 @@ def test_attention():
 REC = """
 model Rec {
   input s: [3, 4]
-  output rnn2 = s -> rnn 3 layers 2 bidirectional
-  output rnn_relu = s -> rnn 2 relu sequences false
   output lstm2 = s -> lstm 3 layers 2 bidirectional sequences false
-  output lstm1 = s -> lstm 2
   output gru_bi = s -> gru 3 bidirectional
-  output gru2 = s -> gru 2 layers 2 sequences false, bias false
+  output rnn2 = s -> rnn 3 layers 2
+  output rnn_relu = s -> rnn 3 relu sequences false, bias false
 }
 """
 
@@ -337,22 +343,20 @@ def test_recurrent():
     sd = net.state_dict()
     assert tuple(sd["lstm2.weight_ih_l0"].shape) == (12, 4) and tuple(sd["lstm2.weight_ih_l1_reverse"].shape) == (12, 6)
     assert tuple(sd["gru_bi.weight_hh_l0_reverse"].shape) == (9, 3) and tuple(sd["gru_bi.bias_hh_l0"].shape) == (9,)
-    assert "gru2.bias_ih_l0" not in sd
-    bound = 1 / np.sqrt(3)
-    assert all(np.abs(sd[k].numpy()).max() <= bound for k in sd if k.startswith("lstm2."))
+    assert "rnn_relu.bias_ih_l0" not in sd and "rnn_relu.weight_hh_l0" in sd
+    bound = 1 / np.sqrt(3)  # PyTorch: U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias
+    assert all(np.abs(sd[k].numpy()).max() <= bound for k in sd)
 
     def ref(P, s):
         return [
-            recurrent("rnn", s, P, "rnn2", 3, layers=2, bidirectional=True),
-            recurrent("rnn", s, P, "rnn_relu", 2, sequences=False, nonlinearity="relu"),
             recurrent("lstm", s, P, "lstm2", 3, layers=2, bidirectional=True, sequences=False),
-            recurrent("lstm", s, P, "lstm1", 2),
             recurrent("gru", s, P, "gru_bi", 3, bidirectional=True),
-            recurrent("gru", s, P, "gru2", 2, layers=2, sequences=False),
+            recurrent("rnn", s, P, "rnn2", 3, layers=2),
+            recurrent("rnn", s, P, "rnn_relu", 3, sequences=False, nonlinearity="relu"),
         ]
 
     outs, _ = check(net, ref, {"s": randn(2, 3, 4)})
-    assert [o.shape for o in outs] == [(2, 3, 6), (2, 2), (2, 6), (2, 3, 2), (2, 3, 6), (2, 2)]
+    assert [o.shape for o in outs] == [(2, 6), (2, 3, 6), (2, 3, 3), (2, 3)]
 
 
 CELL = """
