@@ -28,7 +28,11 @@ def _compile_args(p) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--emit", choices=["ir"], help="print the resolved, shape-annotated IR as JSON instead")
-    p.add_argument("--verify", action="store_true", help="build the model, run one random batch, and check runtime shapes and params against the static ones")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="build the model, run one random batch, and check runtime shapes and params against the static ones",
+    )
     p.add_argument("--device", default=None, help="tinygrad device for --verify (CPU, CUDA, NV, METAL, AMD, …; default: tinygrad's choice)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="parameter dtype for --verify")
 
@@ -132,8 +136,12 @@ def annotated_ir(rep) -> dict:
 
 def _draw_args(p) -> None:
     p.add_argument("file", metavar="FILE")
-    p.add_argument("-o", "--output", metavar="OUT", help="where to write (default: NAME.FORMAT beside the spec; dot goes to stdout; '-': stdout)")
-    p.add_argument("--format", choices=("svg", "png", "pdf", "dot"), default=None, help="svg (default), png, pdf, or dot (needs no Graphviz)")
+    p.add_argument(
+        "-o", "--output", metavar="OUT", help="where to write (default: NAME.FORMAT beside the spec; dot goes to stdout; '-': stdout)"
+    )
+    p.add_argument(
+        "--format", choices=("svg", "png", "pdf", "dot"), default=None, help="svg (default), png, pdf, or dot (needs no Graphviz)"
+    )
     p.add_argument("--model", help="the model to draw (default: the file's last model)")
     p.add_argument("--depth", type=int, default=None, metavar="K", help="collapse block calls nested deeper than K into one node")
     p.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top to bottom (default) or left to right")
@@ -170,6 +178,7 @@ def _train_args(p) -> None:
     g.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many optimizer steps")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="tinygrad device: CPU, CUDA, NV, METAL, AMD, … (default: tinygrad's choice)")
+    g.add_argument("--episodes", type=int, help="episodes to train ('train dqn' only)")
     p.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
 
@@ -191,24 +200,43 @@ def _train(args) -> int:
             raise UsageError(f"{run_dir} is not a dlspec run directory (no config.json and spec.dl)")
         if not (run_dir / "last.safetensors").is_file():
             raise UsageError(f"{run_dir} has no checkpoint (last.safetensors) to resume from")
+        if args.file and not Path(args.file).is_file():
+            raise UsageError(f"no such file: {args.file}")
         if args.file and file_digest(Path(args.file)) != file_digest(run_dir / "spec.dl"):
             raise UsageError(f"{run_dir} was trained from another spec than {args.file}; resume it without FILE, or start a new run")
+        from .objectives import resume_objective
+
+        done = resume_objective(args, run_dir, overrides)  # an autoencoder/vae/gan/dqn run
+        if done is not None:
+            return done
         try:
             cfg = RunConfig(**json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
         except Exception as e:  # noqa: BLE001
             raise UsageError(f"{run_dir}/config.json is not a valid run configuration: {e}") from None
         extra = set(overrides) - {"epochs", "device"}
         if extra:
-            raise UsageError(f"--resume continues a run as configured; only --epochs and --device may change (got {', '.join('--' + e.replace('_', '-') for e in sorted(extra))})")
-        cfg = cfg.model_copy(update=overrides)
+            raise UsageError(
+                f"--resume continues a run as configured; only --epochs and --device may change (got {', '.join('--' + e.replace('_', '-') for e in sorted(extra))})"
+            )
+        try:
+            cfg = RunConfig(**{**cfg.model_dump(), **overrides})
+        except Exception as e:  # noqa: BLE001 - pydantic names the field
+            raise UsageError(f"bad --epochs/--device: {e}") from None
         prog = load(run_dir / "spec.dl", name=str(run_dir / "spec.dl"))
         atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
     else:
         if not args.file:
             raise UsageError("give a spec FILE to train, or --resume DIR")
         prog = load(args.file)
-        cfg = resolve(prog, args.file, args.model, overrides)
+        cfg = resolve(prog, args.file, args.model, overrides, objectives=True)
         prog.check()  # a spec with errors never trains
+        if cfg.kind != "classifier":  # train autoencoder / vae / gan / dqn: dlspec.objectives
+            from .objectives import train_command
+
+            return train_command(args, prog, cfg)
+        from .backend.tinygrad import check_device
+
+        check_device(cfg.device)  # a bad --device fails before a run directory is made
         run_dir = new_run_dir(Path(args.out), cfg.model)
         shutil.copyfile(args.file, run_dir / "spec.dl")
         atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
@@ -223,7 +251,8 @@ def _train(args) -> int:
     else:
         from rich.console import Console
 
-        Console().print(final_table(summary))
+        console = Console() if sys.stdout.isatty() else Console(width=100)
+        console.print(final_table(summary))
     return 0
 
 
@@ -246,15 +275,30 @@ def _eval(args) -> int:
 
     from . import load
     from .errors import UsageError
-    from .train import Trainer, resolve
+    from .train import RunConfig, Trainer, _normalization, check_safetensors, resolve
 
     prog = load(args.file)
     overrides = {k: getattr(args, k) for k in ("data", "data_dir", "batch", "device", "limit") if getattr(args, k, None) is not None}
-    cfg = resolve(prog, args.file, args.model, overrides)
+    cfg = resolve(prog, args.file, args.model, {})
+    weights = Path(args.weights)
+    torch_file = weights.suffix in (".pt", ".pth", ".bin", ".ckpt")
+    meta = {} if torch_file else check_safetensors(weights, "weights file")
+    run_cfg = _run_config_beside(weights)
+    if run_cfg is not None and run_cfg.model == cfg.model:  # a run's weights: evaluate on the run's data settings
+        keep = ("data", "data_options", "data_dir", "loss", "loss_options", "batch", "seed", "metrics", "val_split", "limit", "augment")
+        cfg = cfg.model_copy(update={k: getattr(run_cfg, k) for k in keep})
+        print(f"data settings from {weights.parent / 'config.json'}", file=sys.stderr)
+    if "data" in overrides and overrides["data"] != cfg.data:
+        cfg = cfg.model_copy(update={"data_options": {}})
+    try:
+        cfg = RunConfig(**{**cfg.model_dump(), **overrides})
+    except Exception as e:  # noqa: BLE001 - pydantic names the field
+        raise UsageError(f"bad evaluation settings: {e}") from None
     trainer = Trainer(prog, cfg, Path("."), lambda m: None)
+    trainer.normalization = _normalization(meta)  # the normalisation the weights were trained with
     trainer.load_data()
     trainer.build()
-    trainer.load_weights(Path(args.weights))
+    trainer.load_weights(weights)
     loader = trainer.eval_loaders.get(args.split) if args.split != "train" else None
     if args.split == "train":
         from . import data
@@ -272,9 +316,41 @@ def _eval(args) -> int:
     return 0
 
 
+def _run_config_beside(weights):
+    """The :class:`RunConfig` of the run directory holding ``weights``, if it is one."""
+    import json
+
+    from .train import RunConfig
+
+    f = weights.parent / "config.json"
+    if not f.is_file():
+        return None
+    try:
+        return RunConfig(**json.loads(f.read_text(encoding="utf-8")))
+    except Exception:  # noqa: BLE001 - not a run's config: evaluate with the spec's settings
+        return None
+
+
+def _sample_args(p) -> None:
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--weights", required=True, help="a run's last/best.safetensors (or net.save weights)")
+    p.add_argument("--model", help="the generator: a model with a 'sample' step, or one whose input is z (default: the spec's gan generator or vae model)")
+    p.add_argument("-n", type=int, default=64, help="how many images (default 64)")
+    p.add_argument("-o", "--output", default="samples.png", metavar="PNG", help="where to write the grid (default samples.png)")
+    p.add_argument("--seed", type=int, default=0, help="seed of z (default 0)")
+    p.add_argument("--device", help="tinygrad device (default: tinygrad's choice)")
+
+
+def _sample(args) -> int:
+    from .objectives.sample import run
+
+    return run(args)
+
+
 COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("compile", "infer shapes and report params, MACs and memory per layer", _compile_args, _compile),
     ("train", "train a model on a data set (the spec's train section, with overrides)", _train_args, _train),
     ("eval", "evaluate trained weights on a data set", _eval_args, _eval),
+    ("sample", "write a PNG grid of images generated by a trained GAN generator or VAE decoder", _sample_args, _sample),
     ("draw", "draw a model as a Graphviz diagram (svg, png, pdf or dot) with shapes, blocks and costs", _draw_args, _draw),
 ]

@@ -482,7 +482,7 @@ class Expander:
         if _is_tensorish(first):
             value = first
             stages = stages[1:]
-            appl = [first] if False else []
+            appl = []
         else:
             try:
                 value = self.need_current(scope, stages[0].span, _stage_word(stages[0]))
@@ -507,8 +507,6 @@ class Expander:
         for v, s in zip(appl, stages):
             nm = name if (n_layers == 1 and name is not None) else None
             value = self.apply(v, value, scope, s.span, name_hint=nm, tensor=name if v is appl[-1] else None)
-        if not appl and name is not None and isinstance(value, Tensor):
-            pass
         return value
 
     def apply(self, fn: Any, inp: Any, scope: Scope, span: Span, name_hint: str | None = None, tensor: str | None = None) -> Any:
@@ -899,7 +897,8 @@ class Expander:
             for k, a in enumerate(e.args):
                 # `mask m`: a tensor after a tensor-valued key is that key's value; a key followed by a value is a key
                 prev, last = (e.args[k - 1] if k else None), k == len(e.args) - 1
-                after_key = isinstance(prev, A.Name) and op.key_aliases.get(prev.id, prev.id) in op.tensor_params
+                # a name right after a key is that key's value (`tied e`, `mask m`), never the layer's input
+                after_key = isinstance(prev, A.Name) and prev.id not in scope.names and prev.id in keys
                 is_key = isinstance(a, A.Name) and a.id in keys and not last
                 if not after_key and not is_key and isinstance(a, (A.TupleE, A.Name, A.Paren)) and _refers_to_tensor(a, scope):
                     tensors.append(self.eval(a, scope))
@@ -935,7 +934,7 @@ class Expander:
                 t = values[tp]
                 if not isinstance(t, Tensor):
                     raise Fail(f"{op.name} '{tp}' must name a tensor, got {_show(t)}", spans[tp])
-                values[tp] = scope_tensor_name(scope, t)
+                values[tp] = t.path
                 extra_t.append(t)
         params = self.build_params(op, values, spans, span)
         return LayerV(op, params, tuple(extra_t), name, span)
@@ -1050,6 +1049,8 @@ class Expander:
 
     def key_value(self, op: type[Op], key: str, e: A.Expr, scope: Scope) -> Any:
         if isinstance(e, A.Name) and e.id not in scope.names:
+            if _accepts_str(op, key) and scope.prefix + e.id in self.paths:  # a layer of this scope: `tied wte`
+                return scope.prefix + e.id
             if op.literal_ok(key, e.id) or key in op.tensor_params or _accepts_str(op, key):
                 if key in op.tensor_params:
                     raise Fail(f"unknown tensor '{e.id}'{suggest(e.id, self.tensor_names(scope))}", e.span)
@@ -1060,6 +1061,8 @@ class Expander:
         v = self.eval(e, scope)
         if isinstance(v, Tensor) and key in op.tensor_params:
             return v
+        if isinstance(v, Tensor) and _accepts_str(op, key):  # `tied e` with `e = embedding 16`: its layer
+            return v.path
         return _plain(self.plain(v, e.span))
 
     def bind_settings(self, args: list, scope: Scope, op: type[Op], fixed: dict | None = None) -> dict:
@@ -1240,7 +1243,3 @@ def _single_call(body: A.Body) -> A.Call | None:
     if len(stages) == 1 and isinstance(stages[0], A.Call):
         return stages[0]
     return None
-
-
-def scope_tensor_name(scope: Scope, t: Tensor) -> str:
-    return t.path

@@ -10,11 +10,11 @@ from typing import Any
 class RichUI:
     """Live bars on stderr (rich)."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Any = None) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.console = Console(stderr=True)
+        self.console = console if console is not None else Console(stderr=True)
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -49,7 +49,11 @@ class RichUI:
         self.step_task = self.progress.add_task(f"epoch {epoch + 1}", total=steps, info="")
 
     def step(self, i: int, loss: float, acc: float, rate: float, compiling: bool) -> None:
-        info = "compiling kernels (first run only, cached afterwards)…" if compiling else f"loss {loss:.4f}  acc {acc:.3f}  {rate:,.0f} samples/s"
+        info = (
+            "compiling kernels (first run only, cached afterwards)…"
+            if compiling
+            else f"loss {loss:.4f}  acc {acc:.3f}  {rate:,.0f} samples/s"
+        )
         self.progress.update(self.step_task, completed=i, info=info)
 
     def end(self, epochs_done: int) -> None:
@@ -79,16 +83,27 @@ class QuietUI:
         return None
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
 def final_table(summary: dict) -> Any:
     """Train, validation and test metrics as a rich table."""
     from rich.table import Table
 
-    t = Table(title=f"{summary['model']} — {summary['epochs']} epochs, {summary['wall_seconds']} s on {summary['device']}", title_justify="left")
+    epochs = summary["epochs"]
+    title = f"{summary['model']}: {epochs} epoch{'s' * (epochs != 1)}, {summary['steps']:,} steps, {_duration(summary['wall_seconds'])} on {summary['device']}"
+    t = Table(title=title, title_justify="left", min_width=len(title))
     t.add_column("split")
     t.add_column("loss", justify="right")
     t.add_column("accuracy", justify="right")
     for split in ("train", "val", "test"):
         m = summary.get(split)
         if m:
-            t.add_row(split, f"{m['loss']:.4f}", f"{m['accuracy'] * 100:.2f}%" + (f" (top-5 {m['top5'] * 100:.2f}%)" if "top5" in m else ""))
+            t.add_row(
+                split, f"{m['loss']:.4f}", f"{m['accuracy'] * 100:.2f}%" + (f" (top-5 {m['top5'] * 100:.2f}%)" if "top5" in m else "")
+            )
     return t

@@ -14,13 +14,12 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import DlspecError, UsageError
 
@@ -46,38 +45,60 @@ class RunConfig(BaseModel):
     loss_options: dict[str, Any] = {}
     optimizer: str = "adam"
     optimizer_options: dict[str, Any] = {}
-    lr: float = 1e-3
+    lr: float = Field(1e-3, ge=0)
     schedule: str = "constant"
     schedule_options: dict[str, Any] = {}
-    weight_decay: float = 0.0
-    l2: float = 0.0
-    clip: float | None = None
+    weight_decay: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)
+    clip: float | None = Field(None, gt=0)
     clip_norm_type: float = 2.0
-    batch: int = 64
-    epochs: int = 10
-    seed: int = 0
+    batch: int = Field(64, ge=1)
+    epochs: int = Field(10, ge=1)
+    seed: int = Field(0, ge=0)
     metrics: list[str] = ["accuracy"]
-    val_split: float = 0.1
+    val_split: float = Field(0.1, ge=0, lt=1)
     augment: bool = False
     device: str | None = None
-    limit: int | None = None
-    max_steps: int | None = None
+    limit: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
 
 
 #: command-line overrides (argparse dest → config field)
-OVERRIDES = ("data", "data_dir", "epochs", "batch", "lr", "optimizer", "seed", "device", "schedule", "weight_decay", "val_split", "limit", "loss", "clip", "max_steps")
+OVERRIDES = (
+    "data",
+    "data_dir",
+    "epochs",
+    "batch",
+    "lr",
+    "optimizer",
+    "seed",
+    "device",
+    "schedule",
+    "weight_decay",
+    "val_split",
+    "limit",
+    "loss",
+    "clip",
+    "max_steps",
+)
 
 
-def resolve(prog, spec_path: str, model: str | None, overrides: dict[str, Any]) -> RunConfig:
-    """The run configuration: the model's ``train`` section, then command-line overrides."""
+def resolve(prog, spec_path: str, model: str | None, overrides: dict[str, Any], objectives: bool = False) -> RunConfig:
+    """The run configuration: the model's ``train`` section, then command-line overrides.
+    With ``objectives``, a ``train autoencoder|vae|gan|dqn`` section resolves to a
+    :class:`dlspec.objectives.ObjectiveConfig` instead (its ``kind`` says which)."""
     trains = prog.trains()
     section = None
     if model is None:
-        section = next((t for t in trains if t.kind == "classifier"), None)
-        model = section.models["model"] if section else prog._model_name(None)
+        section = next((t for t in trains if t.kind == "classifier"), trains[0] if trains else None)
+        model = (section.models.get("model") or section.models["generator"]) if section else prog._model_name(None)
     else:
         prog._model_name(model)
         section = next((t for t in trains if model in t.models.values()), None)
+    if objectives and section is not None and section.kind != "classifier":
+        from .objectives import resolve as resolve_objective
+
+        return resolve_objective(prog, spec_path, section, overrides)
     cfg: dict[str, Any] = {"spec": spec_path, "model": model}
     if section is not None:
         cfg["kind"] = section.kind
@@ -119,15 +140,23 @@ def resolve(prog, spec_path: str, model: str | None, overrides: dict[str, Any]) 
             cfg.setdefault("loss_options", {})["label_smoothing"] = s["label_smoothing"].value
     for key, value in overrides.items():
         if value is not None:
-            if key == "optimizer" and value != cfg.get("optimizer"):
-                cfg["optimizer_options"] = {}
+            # a different optimizer/schedule/loss does not inherit the spec's options for the old one
+            if key in ("optimizer", "schedule", "loss") and value != cfg.get(key, RunConfig.model_fields[key].default):
+                cfg[f"{key}_options"] = {}
             cfg[key] = value
     if cfg.get("kind", "classifier") != "classifier":
         raise UsageError(f"'train {cfg['kind']}' objectives are not supported by 'dlspec train' yet; it trains classifiers")
     try:
         return RunConfig(**cfg)
     except Exception as e:  # noqa: BLE001 - pydantic's message names the field
-        raise UsageError(f"bad training configuration: {e}") from None
+        raise UsageError(f"bad training configuration: {_pydantic_message(e)}") from None
+
+
+def _pydantic_message(e: Exception) -> str:
+    errors = getattr(e, "errors", None)
+    if not callable(errors):
+        return str(e)
+    return "; ".join(f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')} (got {err.get('input')!r})" for err in errors())
 
 
 # ---- run directory -----------------------------------------------------------------------------
@@ -181,9 +210,12 @@ class Trainer:
 
     def __init__(self, prog, cfg: RunConfig, run_dir: Path, log: Callable[[str], None], ui: Any = None):
         self.prog, self.cfg, self.dir, self.log, self.ui = prog, cfg, run_dir, log, ui
+        self.normalization: tuple[Any, Any] | None = None  # (mean, std) to use instead of the training split's
 
     # data ------------------------------------------------------------------------------------
     def load_data(self) -> None:
+        import numpy as np
+
         from . import data
 
         c = self.cfg
@@ -198,6 +230,9 @@ class Trainer:
         else:
             train, val = full, None
         mean, std = data.normalizer(train)
+        if self.normalization is not None and np.size(self.normalization[0]) == np.size(mean):
+            mean, std = self.normalization
+        self.mean, self.std = mean, std
         self.train_data, self.val_data, self.test_data = train, val, test
         self.loader = data.Loader(train, c.batch, c.seed, shuffle=True, augment=c.augment, mean=mean, std=std)
         self.eval_loaders = {
@@ -214,10 +249,13 @@ class Trainer:
         self.net = self.prog.build(c.model, device=c.device, seed=c.seed)
         self._fit_input()
         params = self.net.parameters()
-        self.opt = optim.make_optimizer(
-            c.optimizer, params, c.lr, weight_decay=c.weight_decay, clip=c.clip, clip_norm_type=c.clip_norm_type, **c.optimizer_options
-        )
-        self.schedule = schedules.make_schedule(c.schedule, c.lr, self.loader.steps_per_epoch(), c.epochs, **c.schedule_options)
+        try:
+            self.opt = optim.make_optimizer(
+                c.optimizer, params, c.lr, weight_decay=c.weight_decay, clip=c.clip, clip_norm_type=c.clip_norm_type, **c.optimizer_options
+            )
+            self.schedule = schedules.make_schedule(c.schedule, c.lr, self.loader.steps_per_epoch(), c.epochs, **c.schedule_options)
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"bad training configuration: {e}") from None
         self.steps: dict[tuple, Any] = {}
         self.evals: dict[tuple, Any] = {}
 
@@ -225,17 +263,23 @@ class Trainer:
         """The data's sample shape must fit the model's input (same shape, or same size)."""
         net = self.net
         if len(net.input_names) != 1 or len(net.output_names) != 1:
-            raise UsageError(f"'dlspec train' trains models with one input and one output; {self.cfg.model} has {len(net.input_names)} and {len(net.output_names)}")
+            raise UsageError(
+                f"'dlspec train' trains models with one input and one output; {self.cfg.model} has {len(net.input_names)} and {len(net.output_names)}"
+            )
         want = net.shapes.types[net.input_names[0]]
         have = self.train_data.sample_shape
         dims = want.sample
         if all(isinstance(d, int) for d in dims):
             if tuple(dims) != tuple(have) and math.prod(dims) != math.prod(have):
-                raise TrainError(f"data '{self.cfg.data}' gives samples of shape {tuple(have)} but {self.cfg.model}'s input is {want.show()}")
+                raise TrainError(
+                    f"data '{self.cfg.data}' gives samples of shape {tuple(have)} but {self.cfg.model}'s input is {want.show()}"
+                )
             self.reshape = tuple(dims)
         else:
             if len(dims) != len(have):
-                raise TrainError(f"data '{self.cfg.data}' gives samples of shape {tuple(have)} but {self.cfg.model}'s input is {want.show()}")
+                raise TrainError(
+                    f"data '{self.cfg.data}' gives samples of shape {tuple(have)} but {self.cfg.model}'s input is {want.show()}"
+                )
             self.reshape = tuple(have)
         out = net.shapes.types[net.graph.outputs[0].node]
         classes = out.sample[-1] if out.sample else None
@@ -267,9 +311,14 @@ class Trainer:
                     loss = losses.loss(c.loss, out, y, **c.loss_options)
                     total = loss + optim.l2_penalty(params, c.l2) if c.l2 else loss
                     total.backward()
-                    opt.step()  # clips gradients first when configured
                     correct = (out.argmax(-1) == y).sum()
-                    return loss.realize(), correct.realize()
+                    # one schedule for the update (clipping first when configured), the loss and the
+                    # accuracy count: realized after opt.step() they would read the updated weights.
+                    # Running statistics are updated by lazy assigns and are no optimizer parameters:
+                    # realized here, or a TinyJit replay would never update them.
+                    buffers = [t for k, t in net.state_dict().items() if _is_buffer_key(k)]
+                    Tensor.realize(loss, correct, *buffers, *opt.schedule_step())
+                    return loss, correct
 
             self.steps[key] = TinyJit(step)
         return self.steps[key]
@@ -298,7 +347,10 @@ class Trainer:
         n = total = top1 = top5 = 0.0
         for xb, yb in loader.epoch(0):
             x, y = self._tensors(xb, yb)
-            loss, c1, c5 = self._eval_step(len(yb))(x, y)
+            try:
+                loss, c1, c5 = self._eval_step(len(yb))(x, y)
+            except ValueError as e:
+                raise TrainError(f"loss {self.cfg.loss} on {self.cfg.model}: {e}") from None
             total += loss.item()
             top1 += c1.item()
             top5 += c5.item()
@@ -310,75 +362,133 @@ class Trainer:
 
     def load_weights(self, path: Path) -> None:
         """Weights from a run checkpoint (``model.`` keys), ``net.save``, or a PyTorch file."""
-        from .backend.tinygrad import load_weights, read_weights, save_state
+        from .backend.tinygrad import load_weights
 
-        sd = read_weights(path)
+        path = Path(path)
+        if path.suffix not in (".pt", ".pth", ".bin", ".ckpt"):
+            check_safetensors(path, "weights file")
+        sd = _read(path)
         if any(k.startswith("model.") for k in sd):
-            tmp = Path(str(path) + f".{os.getpid()}.tmp.safetensors")
-            tmp = Path("/tmp") / tmp.name if not os.access(tmp.parent, os.W_OK) else tmp
-            save_state({k[6:]: v for k, v in sd.items() if k.startswith("model.")}, tmp)
+            self._load_model_state(path, {k[6:]: v for k, v in sd.items() if k.startswith("model.")})
+        else:
+            try:
+                load_weights(self.net, path)
+            except OSError as e:
+                raise TrainError(f"{path}: cannot read the weights ({e})") from None
+
+    def _load_model_state(self, path: Path, sd: dict) -> None:
+        """Load ``sd`` (model keys) into the net, with load_weights's checks (via a temporary file)."""
+        import tempfile
+
+        from .backend.tinygrad import load_weights, save_state
+
+        with tempfile.TemporaryDirectory(prefix="dlspec-") as d:
+            tmp = Path(d) / "model.safetensors"
+            try:
+                save_state(sd, tmp)
+            except Exception as e:  # noqa: BLE001 - reading the lazy tensors failed: the file's fault
+                raise TrainError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from None
             try:
                 load_weights(self.net, tmp)
-            finally:
-                tmp.unlink(missing_ok=True)
-        else:
-            load_weights(self.net, path)
+            except DlspecError as e:
+                raise TrainError(str(e).replace(str(tmp), str(path)).replace(tmp.name, path.name).removeprefix("error: ")) from None
 
     # checkpoints ------------------------------------------------------------------------------
-    def save(self, name: str, pos: Position) -> None:
+    def save(self, name: str, pos: Position, history: list[dict]) -> None:
         from .backend.tinygrad import save_state
         from .optim import optimizer_state
 
         sd = {f"model.{k}": v for k, v in self.net.state_dict().items()}
         sd.update(optimizer_state(self.opt))  # keys 'optim.…'
-
-        meta = {"epoch": str(pos.epoch), "step": str(pos.step), "best": json.dumps(pos.best), "model": self.cfg.model, "spec_sha256": self.spec_sha}
+        meta = {
+            "format": "dlspec-checkpoint-1",
+            "epoch": str(pos.epoch),
+            "step": str(pos.step),
+            "best": json.dumps(pos.best),
+            "model": self.cfg.model,
+            "spec_sha256": self.spec_sha,
+            "seed": str(self.cfg.seed),
+            # the dropout/sampling stream is reseeded at every epoch start from (seed, epoch): see _reseed
+            "rng": json.dumps({"scheme": "per-epoch", "epoch_seed": _epoch_seed(self.cfg.seed, pos.epoch)}),
+            "normalize": json.dumps({"mean": [float(v) for v in self.mean.reshape(-1)], "std": [float(v) for v in self.std.reshape(-1)]}),
+            "history": json.dumps(history),
+        }
         save_state(sd, self.dir / name, metadata=meta)
 
-    def restore(self, path: Path) -> Position:
-        from .backend.tinygrad import load_weights, read_weights
+    def restore(self, path: Path) -> tuple[Position, list[dict]]:
+        """Model and optimizer state, position and history from checkpoint ``path``."""
         from .optim import load_optimizer_state
 
-        sd = read_weights(path)
-        meta = _metadata(path)
-        model_sd = {k[6:]: v for k, v in sd.items() if k.startswith("model.")}
-        optim_sd = {k: v for k, v in sd.items() if k.startswith("optim.")}
-        tmp = self.dir / ".restore.safetensors"
-        from .backend.tinygrad import save_state
-
-        save_state(model_sd, tmp)
+        meta = check_safetensors(path, "checkpoint")
+        if meta.get("spec_sha256") not in (None, self.spec_sha):
+            raise TrainError(f"{path}: the checkpoint was trained from another spec than {self.dir / 'spec.dl'} (was spec.dl edited?)")
+        if meta.get("model") not in (None, self.cfg.model):
+            raise TrainError(f"{path}: the checkpoint holds model {meta.get('model')}, not {self.cfg.model}")
         try:
-            load_weights(self.net, tmp)
-        finally:
-            tmp.unlink(missing_ok=True)
+            pos = Position(epoch=int(meta["epoch"]), step=int(meta["step"]), best=json.loads(meta.get("best", "null")))
+            history = json.loads(meta.get("history", "[]"))
+        except (KeyError, ValueError):
+            raise TrainError(f"{path}: not a dlspec checkpoint (no position in its metadata)") from None
+        sd = _read(path)
+        self._load_model_state(path, {k[6:]: v for k, v in sd.items() if k.startswith("model.")})
         try:
-            load_optimizer_state(self.opt, optim_sd)
+            load_optimizer_state(self.opt, {k: v for k, v in sd.items() if k.startswith("optim.")})
         except Exception as e:  # noqa: BLE001 - a mismatched optimizer is the checkpoint's fault
             raise TrainError(f"{path}: optimizer state does not fit ({e})") from None
-        best = json.loads(meta.get("best", "null"))
-        return Position(epoch=int(meta.get("epoch", 0)), step=int(meta.get("step", 0)), best=best)
+        return pos, history
+
+    def _reseed(self, epoch: int) -> None:
+        """Reseed the dropout/sampling stream for ``epoch``, in place.
+
+        ``Tensor.manual_seed`` would make new seed/counter buffers, but a TinyJit-captured step
+        keeps drawing from the buffers it captured; so the stream's buffers are created once and
+        overwritten here: every epoch's random numbers are a pure function of (seed, epoch), in
+        an uninterrupted run and in a resumed one alike."""
+        from tinygrad import Tensor, dtypes
+
+        dev = self.net.device
+        if dev not in Tensor._device_seeds:
+            Tensor._next_counter(dev, 0)
+        s, n = Tensor._device_seeds[dev], Tensor._device_rng_counters[dev]
+        first = s.tolist()[0]
+        Tensor._seed = _epoch_seed(self.cfg.seed, epoch)
+        s.assign(Tensor([first, Tensor._seed], device=dev, dtype=dtypes.uint32))
+        n.assign(Tensor([0, 0], device=dev, dtype=dtypes.uint32))
+        Tensor.realize(s, n)
 
     # the run ------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
-        from tinygrad import Tensor
-
         from .optim import set_lr
 
         c = self.cfg
         self.spec_sha = file_digest(self.dir / "spec.dl")
+        if resume:  # the run's own normalisation (a pure function of the config, but kept exactly)
+            meta = check_safetensors(self.dir / "last.safetensors", "checkpoint")
+            norm = _normalization(meta)
+            if norm is not None:
+                self.normalization = norm
         self.load_data()
         self.build()
-        self.log(f"device {self.net.device}; {c.model}: {self.net.num_params()[0]:,} params; data {c.data}: {len(self.train_data):,} train, {len(self.val_data) if self.val_data else 0:,} val, {len(self.test_data):,} test")
-        pos = Position()
+        self.log(
+            f"device {self.net.device}; {c.model}: {self.net.num_params()[0]:,} params; data {c.data}: "
+            f"{len(self.train_data):,} train, {len(self.val_data) if self.val_data else 0:,} val, {len(self.test_data):,} test"
+        )
+        pos, history = Position(), []
         if resume:
-            pos = self.restore(self.dir / "last.safetensors")
-            self.log(f"resumed after epoch {pos.epoch} (step {pos.step})")
-        history = _read_history(self.dir / "metrics.jsonl", pos.epoch)
+            pos, history = self.restore(self.dir / "last.safetensors")
+            # metrics.jsonl may hold a line of an epoch the checkpoint does not (killed in between): rewrite it
+            atomic_write_text(self.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            if pos.epoch >= c.epochs or (c.max_steps is not None and pos.step >= c.max_steps):
+                self.log(f"the run is already complete ({pos.epoch} epochs, {pos.step} steps); pass --epochs N to train further")
+            else:
+                self.log(f"resumed after epoch {pos.epoch} (step {pos.step})")
         steps_per_epoch = self.loader.steps_per_epoch()
         started = time.perf_counter()
         samples = 0
         for epoch in range(pos.epoch, c.epochs):
-            Tensor.manual_seed(c.seed * 100_003 + epoch)  # dropout/sampling stream of this epoch
+            if c.max_steps is not None and pos.step >= c.max_steps:
+                break
+            self._reseed(epoch)
             t0 = time.perf_counter()
             run_loss = run_correct = seen = 0.0
             if self.ui:
@@ -390,12 +500,22 @@ class Trainer:
                 x, y = self._tensors(xb, yb)
                 step = self._train_step(len(yb))
                 compiling = step.cnt < 2
-                loss_t, correct_t = step(x, y)
+                if compiling and self.ui:
+                    self.ui.step(i, run_loss / max(seen, 1), run_correct / max(seen, 1), 0.0, True)
+                try:
+                    loss_t, correct_t = step(x, y)
+                except ValueError as e:  # losses reject outputs/targets that do not fit
+                    raise TrainError(f"loss {c.loss} on {c.model}: {e}") from None
                 loss = loss_t.item()
                 if not math.isfinite(loss):
+                    kept = (
+                        f"; {self.dir / 'last.safetensors'} keeps the weights after epoch {pos.epoch}"
+                        if (self.dir / "last.safetensors").exists()
+                        else "; no checkpoint was written (it fails in the first epoch)"
+                    )
                     raise TrainError(
-                        f"the loss became {loss} at step {pos.step + 1} (epoch {epoch + 1}, batch {i + 1}); training stopped",
-                        None,
+                        f"the loss became {loss} at step {pos.step + 1} (epoch {epoch + 1}, batch {i + 1}); training stopped{kept}."
+                        " Try a smaller --lr or --clip."
                     )
                 pos.step += 1
                 run_loss += loss * len(yb)
@@ -403,7 +523,7 @@ class Trainer:
                 seen += len(yb)
                 samples += len(yb)
                 if self.ui:
-                    self.ui.step(i + 1, run_loss / seen, run_correct / seen, seen / max(time.perf_counter() - t0, 1e-9), compiling)
+                    self.ui.step(i + 1, run_loss / seen, run_correct / seen, seen / max(time.perf_counter() - t0, 1e-9), False)
             train_metrics = {"loss": run_loss / max(seen, 1), "accuracy": run_correct / max(seen, 1)}
             val = self.evaluate(self.eval_loaders["val"]) if "val" in self.eval_loaders else None
             pos.epoch = epoch + 1
@@ -421,18 +541,15 @@ class Trainer:
             better = pos.best is None or score > pos.best
             if better:
                 pos.best = score
-            self.save("last.safetensors", pos)
-            if better:
-                shutil.copyfile(self.dir / "last.safetensors", self.dir / ".best.tmp")
-                os.replace(self.dir / ".best.tmp", self.dir / "best.safetensors")
+                # best before last: killed in between, the resumed run redoes this epoch and writes both
+                self.save("best.safetensors", pos, history)
+            self.save("last.safetensors", pos, history)
             append_line(self.dir / "metrics.jsonl", record)
             write_plot(self.dir / "loss.svg", history)
             msg = f"epoch {pos.epoch}/{c.epochs}: loss {train_metrics['loss']:.4f} acc {train_metrics['accuracy']:.4f}"
             if val:
                 msg += f" | val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
             self.log(msg + f" | {record['samples_per_s']:.0f} samples/s")
-            if c.max_steps is not None and pos.step >= c.max_steps:
-                break
         wall = time.perf_counter() - started
         test = self.evaluate(self.eval_loaders["test"])
         summary = {
@@ -452,40 +569,75 @@ class Trainer:
         return summary
 
 
+def _is_buffer_key(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 100_003 + epoch) & 0xFFFFFFFF
+
+
+def _normalization(meta: dict[str, str]):
+    import numpy as np
+
+    try:
+        norm = json.loads(meta["normalize"])
+        return np.asarray(norm["mean"], dtype=np.float32), np.asarray(norm["std"], dtype=np.float32)
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _read(path: Path) -> dict:
+    from .backend.tinygrad import read_weights
+
+    try:
+        return read_weights(path)
+    except DlspecError as e:
+        raise TrainError(str(e).removeprefix("error: ")) from None
+
+
+def check_safetensors(path: Path, what: str = "checkpoint") -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file, after checking that the file is whole: a
+    readable header whose tensors all lie inside the file (a truncated file fails here, not later)."""
+    import struct
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) != 8:
+                raise TrainError(f"{path}: truncated {what} ({size} bytes; not a safetensors file)")
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                raise TrainError(f"{path}: truncated or corrupt {what} (header of {n} bytes in a file of {size})")
+            header = json.loads(fh.read(n))
+    except FileNotFoundError:
+        raise TrainError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise TrainError(f"{path}: is a directory, not a {what}") from None
+    except (ValueError, UnicodeDecodeError):
+        raise TrainError(f"{path}: corrupt {what} (its safetensors header is not valid JSON)") from None
+    if not isinstance(header, dict):
+        raise TrainError(f"{path}: corrupt {what} (bad safetensors header)")
+    end = 0
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        try:
+            end = max(end, int(v["data_offsets"][1]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise TrainError(f"{path}: corrupt {what} (tensor '{k}' has no data offsets)") from None
+    if 8 + n + end > size:
+        raise TrainError(f"{path}: truncated {what} ({size} bytes, its header needs {8 + n + end})")
+    meta = header.get("__metadata__") or {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def _head(ds, n: int):
     from dataclasses import replace
 
     return replace(ds, x=ds.x[:n], y=ds.y[:n])
-
-
-def _metadata(path: Path) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file."""
-    import struct
-
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) != 8:
-            raise TrainError(f"{path}: truncated checkpoint")
-        (n,) = struct.unpack("<Q", head)
-        try:
-            header = json.loads(fh.read(n))
-        except ValueError:
-            raise TrainError(f"{path}: corrupt checkpoint header") from None
-    return header.get("__metadata__", {})
-
-
-def _read_history(path: Path, epochs: int) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("epoch", 0) <= epochs:
-            out.append(rec)
-    return out
 
 
 def write_plot(path: Path, history: list[dict]) -> None:

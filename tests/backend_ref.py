@@ -161,8 +161,8 @@ def deconv2d(x, w, b=None, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0))
         xg, wg = x[:, g * cg : (g + 1) * cg], w[g * cg : (g + 1) * cg]
         for i in range(kh):
             for j in range(kw):
-                full[:, g * og : (g + 1) * og, i * dh : i * dh + sh * (h - 1) + 1 : sh, j * dw : j * dw + sw * (wd - 1) + 1 : sw] += np.einsum(
-                    "nchw,co->nohw", xg, wg[:, :, i, j]
+                full[:, g * og : (g + 1) * og, i * dh : i * dh + sh * (h - 1) + 1 : sh, j * dw : j * dw + sw * (wd - 1) + 1 : sw] += (
+                    np.einsum("nchw,co->nohw", xg, wg[:, :, i, j])
                 )
     oh, ow = fh - sum(pads[0]) + opad[0], fw - sum(pads[1]) + opad[1]
     y = full[:, :, pads[0][0] : pads[0][0] + oh, pads[1][0] : pads[1][0] + ow]
@@ -191,7 +191,12 @@ def pool2d(x, kind, k, s, pads=((0, 0), (0, 0)), dilation=(1, 1), ceil=False, co
         for bb in range(ow):
             hs, ws = a * sh - pt, bb * sw - pl
             if kind == "max":
-                vals = [x[:, :, r, q] for r in range(hs, hs + dh * (kh - 1) + 1, dh) for q in range(ws, ws + dw * (kw - 1) + 1, dw) if 0 <= r < h and 0 <= q < w]
+                vals = [
+                    x[:, :, r, q]
+                    for r in range(hs, hs + dh * (kh - 1) + 1, dh)
+                    for q in range(ws, ws + dw * (kw - 1) + 1, dw)
+                    if 0 <= r < h and 0 <= q < w
+                ]
                 y[:, :, a, bb] = np.max(vals, axis=0)
             else:
                 he, we = min(hs + kh, h + pb), min(ws + kw, w + pr)

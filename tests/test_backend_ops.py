@@ -254,7 +254,7 @@ def test_activations():
 def test_binary_step_straight_through():
     net = build("model S {\n  input x: [4, 5]\n  output a = x -> step\n  output b = x -> step threshold 0.5\n}")
     x = randn(2, 4, 5) * 3
-    x[0, 0, :2] = [0.0, 0.5]  # at the thresholds: not above, so 0
+    x[0, 0, :3] = [0.0, 0.5, 1e8 + 3]  # at the thresholds: not above, so 0; exactly 1 even far above
     outs, rs, grads = run(net, {"x": x})
     assert np.array_equal(outs[0], (x > 0).astype(np.float64))  # exactly 0 or 1
     assert np.array_equal(outs[1], (x > 0.5).astype(np.float64))
@@ -311,7 +311,9 @@ def test_attention():
     assert np.all(sd["self_causal.in_proj_bias"].numpy() == 0) and np.all(sd["self_causal.out_proj.bias"].numpy() == 0)
     randomize(net)
     key_mask = np.array([[True, False, True, True], [False, False, True, False]])
-    qk_mask = np.array([[[True, False, True], [False, True, True], [True, True, True]], [[True, True, False], [True, True, True], [False, True, True]]])
+    qk_mask = np.array(
+        [[[True, False, True], [False, True, True], [True, True, True]], [[True, True, False], [True, True, True], [False, True, True]]]
+    )
     causal = np.tril(np.ones((3, 3), bool))
 
     def ref(P, q, m, key_mask, qk_mask):

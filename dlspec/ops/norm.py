@@ -47,8 +47,19 @@ class BatchNorm(Op):
     def lower(cls, p, ins, out, low, node):
         from tinygrad import nn
 
-        return nn.BatchNorm(ins[0].shape[1], eps=p.eps, affine=p.affine, track_running_stats=True, momentum=p.momentum)
+        class CountingBatchNorm(nn.BatchNorm):
+            """tinygrad's BatchNorm rebinds ``num_batches_tracked`` (``+= 1``) instead of updating
+            it in place, so a TinyJit-replayed training step never counted; this one assigns."""
 
+            def __call__(self, x):
+                counter = self.num_batches_tracked
+                out = super().__call__(x)
+                if self.num_batches_tracked is not counter:
+                    counter.assign(self.num_batches_tracked)
+                    self.num_batches_tracked = counter
+                return out
+
+        return CountingBatchNorm(ins[0].shape[1], eps=p.eps, affine=p.affine, track_running_stats=True, momentum=p.momentum)
 
 
 class LayerNormParams(OpParams):
@@ -82,7 +93,6 @@ class LayerNorm(Op):
         from tinygrad import nn
 
         return nn.LayerNorm(ins[0].shape[-1], eps=p.eps, elementwise_affine=p.affine)
-
 
 
 class GroupNormParams(OpParams):
@@ -120,7 +130,6 @@ class GroupNorm(Op):
         from tinygrad import nn
 
         return nn.GroupNorm(p.groups, ins[0].shape[1], eps=p.eps, affine=p.affine)
-
 
 
 def _known(ctx, x, axis: int, what: str) -> int:

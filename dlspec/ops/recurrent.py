@@ -160,9 +160,23 @@ class RecurrentLayer:
             h = (gx + gh).tanh() if p.nonlinearity == "tanh" else (gx + gh).relu()
         return h, c
 
+    def _scan(self, kind, p, xp, h, c, w_hh, b_hh, reverse):
+        """All steps of one layer and direction as :func:`dlspec.backend.scan.scan`: one compiled
+        step replayed T times, back-propagation through time one step at a time."""
+        from ..backend.scan import scan
+
+        def step(gx, st):
+            h2, c2 = self._step(kind, p, gx, st[0], st[1] if kind == "lstm" else None, w_hh, b_hh)
+            return h2, ((h2, c2) if kind == "lstm" else (h2,))
+
+        init = (h, c) if kind == "lstm" else (h,)
+        return scan(step, xp, [w for w in (w_hh, b_hh) if w is not None], init, reverse=reverse)
+
     def __call__(self, x):
         from tinygrad import Tensor
         from tinygrad.helpers import TRAINING
+
+        from ..backend import scan
 
         kind, p = self._cfg
         n, t = x.shape[0], x.shape[1]
@@ -179,6 +193,11 @@ class RecurrentLayer:
                 xp = inp.linear(w_ih.T, b_ih)  # (N, T, g·H): all steps in one matmul
                 h = Tensor.zeros(n, p.hidden, device=x.device, dtype=x.dtype)
                 c = h if kind == "lstm" else None
+                if scan.ENABLED:
+                    ys_t = self._scan(kind, p, xp, h, c, w_hh, b_hh, reverse=d == 1)
+                    outs.append(ys_t)
+                    last.append(ys_t[:, t - 1] if d == 0 else ys_t[:, 0])
+                    continue
                 ys: list = [None] * t
                 for step in range(t) if d == 0 else reversed(range(t)):
                     h, c = self._step(kind, p, xp[:, step].contiguous(), h, c, w_hh, b_hh)

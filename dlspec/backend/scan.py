@@ -1,0 +1,102 @@
+"""Recurrences over time without an unrolled graph.
+
+tinygrad 0.14 schedules and generates code for one lazy graph at a time. An unrolled recurrence
+of T steps is one big graph whose steps differ (each reads another time slice, and the scheduler
+fuses across steps), so every step generates its own kernels: an LSTM of 32 steps took 30–60 s
+to its first forward and 70–90 s to its first training step on 2 CPU cores, almost all of it
+tinygrad's Python (scheduling and code generation), which the on-disk kernel cache does not save.
+
+:func:`scan` runs the step eagerly instead, one realized step at a time on whole buffers
+(time slices are zero-copy views of a time-major copy), so all steps have the same graph: one
+schedule (tinygrad's schedule cache) and one set of kernels, whatever T is. The result is a
+node of the caller's lazy graph with a custom gradient (a tinygrad ``function`` with
+``grad_fxn``): when ``loss.backward()`` reaches it, back-propagation through time runs one step
+at a time as well — each step recomputed from its saved input states, differentiated by
+tinygrad's autograd, and the state gradients fed back — and returns the gradients of the
+sequence input and of every parameter to the rest of the graph. So a plain
+``loss.backward()`` still fills every parameter's ``.grad``, and under ``TinyJit`` the whole
+thing is captured as a list of kernels like any other step.
+
+The step's arithmetic is exactly the caller's step function (PyTorch's formulas for LSTM/GRU/RNN),
+so forward values equal the unrolled graph's.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from tinygrad import Tensor, function
+
+#: Set to False to build the old unrolled graph instead (for comparisons and debugging).
+ENABLED = True
+
+Step = Callable[[Tensor, tuple[Tensor, ...]], tuple[Tensor, tuple[Tensor, ...]]]
+
+
+def _views(t: Tensor) -> list[Tensor]:
+    """The time slices of a realized time-major tensor as zero-copy buffer views (one realize)."""
+    parts = [t[i].contiguous() for i in range(t.shape[0])]
+    Tensor.realize(*parts)
+    return parts
+
+
+def _realize(*ts: Tensor) -> None:
+    seen: dict[int, Tensor] = {}
+    for t in ts:
+        seen.setdefault(id(t), t)
+    Tensor.realize(*seen.values())
+
+
+def _dedup(params: Sequence[Tensor]) -> list[Tensor]:
+    out: list[Tensor] = []
+    for p in params:
+        if not any(p is q or p.uop is q.uop for q in out):
+            out.append(p)
+    return out
+
+
+def scan(step: Step, xs: Tensor, params: Sequence[Tensor], init: Sequence[Tensor], reverse: bool = False) -> Tensor:
+    """Run ``step(x_t, states) -> (y_t, new_states)`` over the time axis (1) of ``xs`` ``(N, T, …)``
+    from the states ``init``; returns ``ys`` ``(N, T, …)`` with gradients w.r.t. ``xs`` and
+    ``params`` (every tensor ``step`` reads other than its arguments must be in ``params``).
+    ``reverse``: run from the last step to the first (``ys`` stays in time order)."""
+    T = xs.shape[1]
+    params = _dedup(params)
+    order = list(range(T - 1, -1, -1)) if reverse else list(range(T))
+    xr = xs.detach().transpose(0, 1).contiguous().realize()  # a copy: xs keeps its graph
+    x_t = _views(xr)
+    states = [tuple(s.contiguous().realize() for s in init)]  # states[k]: input states of the k-th step run
+    outs: list[Tensor | None] = [None] * T
+    for t in order:
+        y, new = step(x_t[t], states[-1])
+        new = tuple(new)
+        _realize(y, *new)
+        outs[t] = y
+        states.append(new)
+    ys = Tensor.stack(*outs, dim=1).realize()  # type: ignore[misc]
+
+    def grad_fxn(g, call):
+        gy = _views(Tensor(g).transpose(0, 1).contiguous().realize())
+        dstates = [s.zeros_like().contiguous().realize() for s in init]
+        dparams = [p.zeros_like().contiguous().realize() for p in params]
+        dxs: list[Tensor | None] = [None] * T
+        for k in range(T - 1, -1, -1):
+            t = order[k]
+            s_in = states[k]
+            y, new = step(x_t[t], s_in)
+            # a scalar whose gradient is the vector-Jacobian product with (dy, dstates)
+            obj = (y * gy[t]).sum()
+            for n, d in zip(new, dstates):
+                obj = obj + (n * d).sum()
+            grads = obj.gradient(x_t[t], *s_in, *params)
+            dx, ds, dp = grads[0], grads[1 : 1 + len(s_in)], grads[1 + len(s_in) :]
+            dstates = [d.contiguous() for d in ds]
+            dparams = [a + b for a, b in zip(dparams, dp)]
+            dxs[t] = dx.contiguous()
+            _realize(dxs[t], *dstates, *dparams)  # type: ignore[arg-type]
+        dx_all = Tensor.stack(*dxs, dim=1)  # type: ignore[misc]
+        by_uop = {arg_uops[0]: dx_all.uop, **{u: d.uop for u, d in zip(arg_uops[1:], dparams)}}
+        return tuple(by_uop.get(a) for a in call.src[1:])
+
+    arg_uops = [xs.uop, *(p.uop for p in params)]
+    return function(lambda *_: ys, allow_implicit=True, grad_fxn=grad_fxn)(xs, *params)

@@ -1,0 +1,128 @@
+"""Objectives beyond classification: ``train autoencoder M``, ``train vae M``,
+``train gan generator G, discriminator D`` and ``train dqn M``.
+
+``dlspec train`` resolves a spec's section (:func:`dlspec.train.resolve`), and for these kinds hands
+over to :func:`train_command`. Each objective has its own loop (:mod:`.autoencoder`, :mod:`.gan`,
+:mod:`.dqn`), progress lines/bars in :mod:`dlspec.progress`'s style, and a run directory like the
+classifier's: ``spec.dl``, ``config.json``, ``metrics.jsonl``, ``last.safetensors`` (atomic), the
+learning curves as SVG and PNG, and PNG image grids. ``dlspec sample`` (:mod:`.sample`) draws a
+grid of generated images from trained weights.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import ObjectiveConfig, resolve
+
+__all__ = ["ObjectiveConfig", "resolve", "runner", "train_command", "resume_objective"]
+
+
+def runner(prog, cfg: ObjectiveConfig, run_dir: Path, log, ui: Any = None):
+    """The run object of ``cfg.kind`` (``.run(resume=False) -> summary``)."""
+    if cfg.kind == "autoencoder":
+        from .autoencoder import AutoencoderRun as R
+    elif cfg.kind == "vae":
+        from .autoencoder import VAERun as R
+    elif cfg.kind == "gan":
+        from .gan import GANRun as R
+    elif cfg.kind == "dqn":
+        from .dqn import DQNRun as R
+    else:  # pragma: no cover - resolve() only makes these kinds
+        raise ValueError(cfg.kind)
+    return R(prog, cfg, run_dir, log, ui)
+
+
+def train_command(args, prog, cfg: ObjectiveConfig, run_dir: Path | None = None, resume: bool = False) -> int:
+    """``dlspec train`` for an objective: a new run directory (or ``run_dir`` to resume), the loop,
+    and the final table (``--json``: the summary)."""
+    import shutil
+
+    from ..errors import UsageError
+    from ..progress import QuietUI, RichUI
+    from ..train import atomic_write_text, new_run_dir
+
+    episodes = getattr(args, "episodes", None)
+    if episodes is not None and run_dir is None:
+        if cfg.kind != "dqn":
+            raise UsageError(f"--episodes applies to 'train dqn' only; 'train {cfg.kind}' trains for --epochs")
+        if episodes < 1:
+            raise UsageError(f"--episodes must be positive, got {episodes}")
+        cfg = cfg.model_copy(update={"episodes": episodes})
+    if run_dir is None:
+        run_dir = new_run_dir(Path(args.out), cfg.model)
+        shutil.copyfile(args.file, run_dir / "spec.dl")
+        atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
+    quiet = args.quiet or args.json or not sys.stderr.isatty()
+    ui = QuietUI() if quiet else RichUI()
+    with ui:
+        ui.log(f"run directory {run_dir}")
+        summary = runner(prog, cfg, run_dir, ui.log, ui).run(resume=resume)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        from rich.console import Console
+
+        console = Console() if sys.stdout.isatty() else Console(width=100)
+        console.print(final_table(summary))
+    return 0
+
+
+def resume_objective(args, run_dir: Path, overrides: dict[str, Any]) -> int | None:
+    """``dlspec train --resume DIR`` of an objective run (None: the run is a classifier's)."""
+    from .. import load
+    from ..errors import UsageError
+    from ..train import atomic_write_text
+
+    try:
+        raw = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # the classifier path reports it
+    if not isinstance(raw, dict) or raw.get("kind", "classifier") == "classifier":
+        return None
+    try:
+        cfg = ObjectiveConfig(**raw)
+    except Exception as e:  # noqa: BLE001
+        raise UsageError(f"{run_dir}/config.json is not a valid run configuration: {e}") from None
+    extra = set(overrides) - {"epochs", "device"}
+    if extra:
+        raise UsageError(
+            f"--resume continues a run as configured; only --epochs and --device may change (got {', '.join('--' + e.replace('_', '-') for e in sorted(extra))})"
+        )
+    cfg = cfg.model_copy(update=overrides)
+    prog = load(run_dir / "spec.dl", name=str(run_dir / "spec.dl"))
+    atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
+    return train_command(args, prog, cfg, run_dir=run_dir, resume=True)
+
+
+def final_table(summary: dict) -> Any:
+    """The first and last epoch's metrics (or a DQN's evaluation) as a rich table."""
+    from rich.table import Table
+
+    kind = summary["kind"]
+    if kind == "dqn":
+        t = Table(
+            title=f"{summary['model']} on {summary['env']} — {summary['episodes']} episodes, {summary['env_steps']:,} env steps, {summary['train_wall_seconds']} s",
+            title_justify="left",
+        )
+        t.add_column("evaluation")
+        t.add_column("value", justify="right")
+        t.add_row(f"mean return over {summary['eval_episodes']} greedy episodes", f"{summary['eval_mean_return']:.1f}")
+        t.add_row("min / max", f"{summary['eval_min_return']:.0f} / {summary['eval_max_return']:.0f}")
+        t.add_row("best weights from episode", str(summary["best_episode"]))
+        t.add_row("solved (≥ 195)", "yes" if summary["solved"] else "no")
+        return t
+    t = Table(
+        title=f"{summary['model']} ({kind}) — {summary['epochs']} epochs, {summary['wall_seconds']} s on {summary['device']}",
+        title_justify="left",
+    )
+    t.add_column("metric")
+    t.add_column("first epoch", justify="right")
+    t.add_column("last epoch", justify="right")
+    for k, v in summary["metrics"].items():
+        first = summary.get("first", {}).get(k)
+        t.add_row(k, "" if first is None else f"{first:.4f}", f"{v:.4f}")
+    return t

@@ -1,0 +1,420 @@
+"""What the objective runners share: images and plots (Pillow), progress bars, data, checkpoints,
+the decoder half of a VAE, and copying weights between nets."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import UsageError
+from ..train import TrainError, append_line, atomic_write_text
+
+# ---- host ↔ device ----------------------------------------------------------------------------------
+
+
+class Staging:
+    """A realized device tensor that host arrays are written into in place — zero-copy where the
+    device allows it (CPU) — so a TinyJit step takes new data each call without building a tensor
+    (on CPU, ``Tensor(array)`` costs milliseconds, the write microseconds). Elsewhere ``set`` makes a
+    new realized tensor of the same shape, which TinyJit accepts just as well."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any = None, device: str | None = None):
+        from tinygrad import Tensor, dtypes
+
+        self.shape, self.dtype, self.device = tuple(shape), dtype or dtypes.float32, device
+        self.np_dtype = np.int32 if self.dtype == dtypes.int32 else np.float32
+        self.t = Tensor.zeros(*self.shape, dtype=self.dtype, device=device).contiguous().realize()
+        self.view = None
+        try:
+            mv = self.t.uop.base.realized.as_memoryview(force_zero_copy=True)
+            view = np.frombuffer(mv, dtype=self.np_dtype).reshape(self.shape)
+            view[...] = 0
+            self.view = view
+        except Exception:  # noqa: BLE001 - no zero-copy view on this device: copy instead
+            self.view = None
+
+    def set(self, a: np.ndarray):
+        from tinygrad import Tensor
+
+        a = np.asarray(a, dtype=self.np_dtype).reshape(self.shape)
+        if self.view is not None:
+            self.view[...] = a
+            return self.t
+        self.t = Tensor(np.ascontiguousarray(a), dtype=self.dtype, device=self.device).realize()
+        return self.t
+
+
+def read(t) -> np.ndarray:
+    """A realized tensor's values (zero-copy on CPU; a copy elsewhere)."""
+    try:
+        buf = t.uop.base.realized
+        u = t.uop
+        while u.op.name == "RESHAPE":  # a reshape of a whole buffer reads the buffer in order
+            u = u.src[0]
+        if buf is not None and u is t.uop.base and buf.size == t.numel() and buf.device.startswith("CPU"):
+            return np.frombuffer(buf.as_memoryview(allow_zero_copy=True), dtype=_np(t.dtype)).reshape(t.shape).copy()
+    except Exception:  # noqa: BLE001 - fall back to the portable path
+        pass
+    return t.numpy()
+
+
+def _np(dtype):
+    from tinygrad import dtypes
+
+    return {dtypes.float32: np.float32, dtypes.int32: np.int32, dtypes.int64: np.int64, dtypes.float16: np.float16}[dtype]
+
+
+def item(t) -> float:
+    return float(read(t).reshape(-1)[0])
+
+
+# ---- images ----------------------------------------------------------------------------------------
+
+
+def to_images(x: np.ndarray, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """``(N, C, H, W)``, ``(N, H, W)`` or flat ``(N, H·W)`` values in ``value_range`` → uint8 ``(N, H, W, C)``."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 2:
+        side = math.isqrt(x.shape[1])
+        if side * side != x.shape[1]:
+            raise UsageError(f"cannot show samples of {x.shape[1]} values as square images")
+        x = x.reshape(-1, 1, side, side)
+    elif x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise UsageError(f"cannot show samples of shape {tuple(x.shape[1:])} as images (need [1 or 3, H, W])")
+    lo, hi = value_range
+    x = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    return (x.transpose(0, 2, 3, 1) * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_grid(
+    path: Path, x: np.ndarray, value_range: tuple[float, float] = (0.0, 1.0), cols: int | None = None, scale: int = 2, pad: int = 2
+) -> Path:
+    """A PNG grid of images (atomically written); returns ``path``."""
+    from PIL import Image
+
+    imgs = to_images(x, value_range)
+    n, h, w, c = imgs.shape
+    cols = cols or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / cols)
+    canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = imgs[i]
+    img = Image.fromarray(canvas[..., 0] if c == 1 else canvas, mode="L" if c == 1 else "RGB")
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    _save_image(img, Path(path))
+    return Path(path)
+
+
+def _save_image(img, path: Path) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+# ---- learning curves -------------------------------------------------------------------------------
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+
+
+def plot_curves(stem: Path, series: dict[str, list[float]], xlabel: str = "epoch", title: str = "", x0: int = 1) -> None:
+    """Learning curves as ``stem.svg`` and ``stem.png`` (one polyline per series, shared y axis)."""
+    series = {k: [float(v) for v in vs] for k, vs in series.items() if vs}
+    values = [v for vs in series.values() for v in vs if math.isfinite(v)]
+    if not values:
+        return
+    w, h, m = 560, 320, 56
+    lo, hi = min(values), max(values)
+    hi = hi if hi > lo else lo + 1
+    n = max(max(len(v) for v in series.values()), 2)
+
+    def pt(i: int, v: float) -> tuple[float, float]:
+        return m + (w - 2 * m) * i / (n - 1), h - m - (h - 2 * m) * (v - lo) / (hi - lo)
+
+    # SVG
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<line x1="{m}" y1="{h - m}" x2="{w - m}" y2="{h - m}" stroke="black"/><line x1="{m}" y1="{m}" x2="{m}" y2="{h - m}" stroke="black"/>',
+        f'<text x="{w / 2}" y="{h - 14}" text-anchor="middle">{xlabel}</text>',
+        f'<text x="{w / 2}" y="18" text-anchor="middle" font-size="13">{title}</text>',
+        f'<text x="{m - 6}" y="{m + 4}" text-anchor="end">{hi:.4g}</text><text x="{m - 6}" y="{h - m}" text-anchor="end">{lo:.4g}</text>',
+        f'<text x="{m}" y="{h - m + 14}">{x0}</text><text x="{w - m}" y="{h - m + 14}" text-anchor="end">{x0 + n - 1}</text>',
+    ]
+    for k, (name, vals) in enumerate(series.items()):
+        color = COLORS[k % len(COLORS)]
+        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in (pt(i, v) for i, v in enumerate(vals) if math.isfinite(v)))
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
+        parts.append(f'<text x="{w - m - 150}" y="{m + 14 * k}" fill="{color}">{name}</text>')
+    parts.append("</svg>")
+    atomic_write_text(stem.with_suffix(".svg"), "\n".join(parts) + "\n")
+    # PNG
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    d.line([(m, h - m), (w - m, h - m)], fill="black")
+    d.line([(m, m), (m, h - m)], fill="black")
+    d.text((w / 2 - 15, h - 22), xlabel, fill="black")
+    if title:
+        d.text((w / 2 - 3 * len(title), 6), title, fill="black")
+    d.text((4, m - 4), f"{hi:.4g}", fill="black")
+    d.text((4, h - m - 8), f"{lo:.4g}", fill="black")
+    d.text((m, h - m + 4), str(x0), fill="black")
+    d.text((w - m - 20, h - m + 4), str(x0 + n - 1), fill="black")
+    for k, (name, vals) in enumerate(series.items()):
+        color = COLORS[k % len(COLORS)]
+        pts = [pt(i, v) for i, v in enumerate(vals) if math.isfinite(v)]
+        if len(pts) > 1:
+            d.line(pts, fill=color, width=2)
+        d.text((w - m - 150, m + 14 * k - 8), name, fill=color)
+    _save_image(img, stem.with_suffix(".png"))
+
+
+# ---- progress --------------------------------------------------------------------------------------
+
+
+class Bars:
+    """The trainer's UI (:mod:`dlspec.progress`) with objective-specific step text."""
+
+    def __init__(self, ui: Any, log: Callable[[str], None]):
+        self.ui, self.log = ui, log
+
+    def start(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.ui is not None:
+            self.ui.start_epoch(epoch, epochs, steps)
+
+    def step(self, i: int, info: str, compiling: bool = False) -> None:
+        ui = self.ui
+        if ui is None or getattr(ui, "progress", None) is None or getattr(ui, "step_task", None) is None:
+            return
+        text = "compiling kernels (first run only, cached afterwards)…" if compiling else info
+        ui.progress.update(ui.step_task, completed=i, info=text)
+
+    def end(self, epochs: int) -> None:
+        if self.ui is not None:
+            self.ui.end(epochs)
+
+
+# ---- data ------------------------------------------------------------------------------------------
+
+
+def load_images(cfg, split: str):
+    """The data set's ``split`` (``limit`` applied; the test split gets a fifth of it)."""
+    from .. import data
+
+    ds = data.load(cfg.data, split, data_dir=cfg.data_dir, **dict(cfg.data_options))
+    if cfg.limit:
+        ds = head(ds, cfg.limit if split == "train" else max(cfg.batch, cfg.limit // 5))
+    if not np.issubdtype(ds.x.dtype, np.floating):
+        raise TrainError(f"data '{cfg.data}' holds {ds.x.dtype} values; 'train {cfg.kind}' needs images or vectors in [0, 1]")
+    return ds
+
+
+def fit_shape(net, ds, cfg, what: str = "input") -> tuple[int, ...]:
+    """The model input shape a data sample is reshaped to (same shape, or same number of values)."""
+    want = net.shapes.types[net.input_names[0]]
+    dims = tuple(want.sample)
+    have = ds.sample_shape
+    if all(isinstance(d, int) for d in dims):
+        if dims != have and math.prod(dims) != math.prod(have):
+            raise TrainError(f"data '{cfg.data}' gives samples of shape {have} but {net.graph.name}'s {what} is {want.show()}")
+        return dims
+    if len(dims) != len(have):
+        raise TrainError(f"data '{cfg.data}' gives samples of shape {have} but {net.graph.name}'s {what} is {want.show()}")
+    return have
+
+
+def need_batches(ds, batch: int, cfg) -> None:
+    if len(ds) < batch:
+        raise TrainError(
+            f"data '{cfg.data}' ({ds.split}) has {len(ds)} samples, fewer than one batch of {batch}: lower --batch or raise --limit"
+        )
+
+
+def output_range(graph, node: str | None = None) -> tuple[float, float]:
+    """The value range of a model's output by its last activation: tanh → (−1, 1), else (0, 1)."""
+    path = node or graph.outputs[0].node
+    for _ in range(len(graph.nodes)):
+        n = graph.node(path)
+        if n.op in ("reshape", "flatten") and n.inputs:
+            path = n.inputs[0]
+            continue
+        return (-1.0, 1.0) if n.op in ("tanh", "hardtanh") else (0.0, 1.0)
+    return (0.0, 1.0)
+
+
+# ---- checkpoints -----------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, parts: dict[str, Any], meta: dict[str, Any]) -> None:
+    """``{prefix: net or optimizer}`` → one safetensors file (atomic), ``meta`` as metadata."""
+    from ..backend.tinygrad import save_state
+    from ..optim import optimizer_state
+
+    sd = {}
+    for prefix, obj in parts.items():
+        if hasattr(obj, "state_dict"):
+            sd.update({f"{prefix}.{k}": v for k, v in obj.state_dict().items()})
+        else:
+            sd.update(optimizer_state(obj, prefix=f"{prefix}."))
+    save_state(sd, path, metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
+
+
+def load_checkpoint(path: Path, parts: dict[str, Any]) -> dict[str, str]:
+    """Restore ``parts`` (as :func:`save_checkpoint` wrote them); returns the metadata."""
+    from ..backend.tinygrad import read_weights
+    from ..optim import load_optimizer_state
+
+    sd = read_weights(path)
+    for prefix, obj in parts.items():
+        try:
+            if hasattr(obj, "state_dict"):
+                assign_weights(obj, {k[len(prefix) + 1 :]: v for k, v in sd.items() if k.startswith(prefix + ".")}, str(path))
+            else:
+                load_optimizer_state(obj, sd, prefix=f"{prefix}.")
+        except (KeyError, ValueError) as e:
+            raise TrainError(f"{path}: '{prefix}' state does not fit ({e})") from None
+    return metadata(path)
+
+
+def metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file."""
+    import struct
+
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) != 8:
+            raise TrainError(f"{path}: truncated checkpoint")
+        (n,) = struct.unpack("<Q", head)
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError:
+            raise TrainError(f"{path}: corrupt checkpoint header") from None
+    return header.get("__metadata__", {}) if isinstance(header, dict) else {}
+
+
+def head(ds, n: int):
+    """The first ``n`` samples of a data set."""
+    from dataclasses import replace
+
+    return replace(ds, x=ds.x[:n], y=ds.y[:n])
+
+
+def assign_weights(net, sd: dict[str, Any], source: str = "weights") -> None:
+    """Copy every tensor ``net`` has from ``sd`` (same keys and shapes) in place (safe after TinyJit capture)."""
+    from tinygrad import Tensor
+
+    mine = net.state_dict()
+    missing = [k for k in mine if k not in sd]
+    if missing:
+        raise TrainError(f"{source} lacks {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''} of {net.graph.name}")
+    for k, t in mine.items():
+        src = sd[k]
+        if tuple(src.shape) != tuple(t.shape):
+            raise TrainError(f"{source}: '{k}' has shape {tuple(src.shape)}, {net.graph.name} needs {tuple(t.shape)}")
+    Tensor.realize(*[t.assign(sd[k].to(t.device).cast(t.dtype).contiguous()) for k, t in mine.items()])
+
+
+def copy_weights(dst, src) -> None:
+    """``dst`` ← ``src`` (two nets of one model), in place."""
+    from tinygrad import Tensor
+
+    s = src.state_dict()
+    Tensor.realize(*[t.assign(s[k].detach().contiguous()) for k, t in dst.state_dict().items()])
+
+
+# ---- the VAE's decoder -----------------------------------------------------------------------------
+
+
+def decoder_nodes(graph) -> tuple[str, list[str], str]:
+    """``(sample node, decoder node paths in order, reconstruction output node)`` of a VAE graph: the
+    nodes computed from the sampled z alone."""
+    samples = [n for n in graph.nodes if n.op == "sample" and n.in_cell is None]
+    if len(samples) != 1:
+        raise TrainError(f"{graph.name} must have exactly one sampling step '(mu, logvar) -> sample', it has {len(samples)}")
+    z = samples[0].path
+    inside = {z}
+    order = []
+    for n in graph.nodes:
+        if n.in_cell is not None or n.path == z or not n.inputs:
+            continue
+        if any(i in inside for i in n.inputs):
+            if not all(i in inside for i in n.inputs):
+                raise TrainError(f"{graph.name}: '{n.path}' mixes the sampled z with other tensors; the decoder must depend on z alone")
+            inside.add(n.path)
+            order.append(n.path)
+    recon = [o.node for o in graph.outputs if o.node in inside]
+    if len(recon) != 1:
+        raise TrainError(f"{graph.name}: exactly one output must be decoded from the sampled z, found {len(recon)}")
+    return z, order, recon[0]
+
+
+def decode(net, z):
+    """Run a VAE's decoder (the nodes after its sampling step) on latent codes ``z`` (eval phase)."""
+    from tinygrad import Context
+
+    zpath, order, recon = decoder_nodes(net.graph)
+    layers = net._meta.value["layers"]
+    values = {zpath: z}
+    with Context(TRAINING=0):
+        for path in order:
+            node = net.graph.node(path)
+            values[path] = layers[path](*(values[i] for i in node.inputs))
+    return values[recon]
+
+
+def latent_size(net) -> int:
+    zpath, _, _ = decoder_nodes(net.graph)
+    t = net.shapes.types[zpath]
+    if not all(isinstance(d, int) for d in t.sample):
+        raise TrainError(f"{net.graph.name}'s latent z {t.show()} has no fixed size")
+    return math.prod(t.sample)
+
+
+# ---- a run's bookkeeping ---------------------------------------------------------------------------
+
+
+class Record:
+    """metrics.jsonl (one line per epoch / episode) and the history behind the plots."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir
+        self.history: list[dict] = []
+        path = run_dir / "metrics.jsonl"
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    self.history.append(json.loads(line))
+                except ValueError:
+                    continue
+
+    def keep(self, upto: int, key: str = "epoch") -> None:
+        self.history = [r for r in self.history if r.get(key, 0) <= upto]
+
+    def add(self, rec: dict) -> None:
+        self.history.append(rec)
+        append_line(self.dir / "metrics.jsonl", rec)
+
+    def series(self, *keys: str) -> dict[str, list[float]]:
+        return {k: [r[k] for r in self.history if k in r and r[k] is not None] for k in keys}
+
+
+def finite(name: str, value: float, where: str) -> float:
+    if not math.isfinite(value):
+        raise TrainError(f"the {name} became {value} at {where}; training stopped (the last checkpoint is kept)")
+    return value
+
+
+def clock() -> float:
+    return time.perf_counter()
