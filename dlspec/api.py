@@ -116,6 +116,15 @@ class Program:
         """Every diagnostic (errors and warnings) of every model — names, arguments, shapes —
         and train section; no errors means the spec is right."""
         diags: list[Diagnostic] = []
+        if not self.module.items:  # only comments or blanks: most likely a truncated or wrong file
+            where = Span(file=self.file, line=1, col=1, end_line=1, end_col=2)
+            diags.append(
+                Diagnostic(
+                    "the file defines nothing: no model, block, cell, import or train section",
+                    where,
+                    help="a spec starts with 'model NAME { … }'",
+                )
+            )
         for m in self.models:
             try:
                 diags.extend(self.shapes(m).warnings)

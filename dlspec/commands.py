@@ -334,7 +334,7 @@ def _run_config_beside(weights):
 def _sample_args(p) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--weights", required=True, help="a run's last/best.safetensors (or net.save weights)")
-    p.add_argument("--model", help="the generator: a model with a 'sample' step, or one whose input is z (default: the spec's gan generator or vae model)")
+    p.add_argument("--model", help="the generator: a model with a 'sample' step or one input z (default: gan generator, vae model)")
     p.add_argument("-n", type=int, default=64, help="how many images (default 64)")
     p.add_argument("-o", "--output", default="samples.png", metavar="PNG", help="where to write the grid (default samples.png)")
     p.add_argument("--seed", type=int, default=0, help="seed of z (default 0)")

@@ -550,6 +550,8 @@ class Trainer:
             if val:
                 msg += f" | val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
             self.log(msg + f" | {record['samples_per_s']:.0f} samples/s")
+            if self.ui:
+                self.ui.end(pos.epoch)  # the epoch bar counts finished epochs
         wall = time.perf_counter() - started
         test = self.evaluate(self.eval_loaders["test"])
         summary = {

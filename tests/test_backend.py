@@ -189,6 +189,10 @@ def test_tied_output_uses_the_embedding_tensor():
     out2 = vals["lm_head"].numpy()
     assert not np.allclose(out2, out)
     close(out2, vals["ln_f"].numpy() @ new.T, "the head follows the embedding")
+    # the free length T: verify picks one the positional embedding can encode (4, not 8)
+    assert verify(net, run=False) == []
+    with pytest.raises(dlspec.UsageError, match="posembed encodes at most 4 positions but the sequence has 6"):
+        net(Tensor.zeros(2, 6, dtype="int32"))
 
 
 # ---- determinism, phases, compiled steps, dtypes, devices ------------------------------------------
@@ -245,6 +249,17 @@ def test_compiled_matches_eager_and_rebuilds_per_batch_size():
         assert got.shape == (batch, 2)
         close(got, net(Tensor(x)).numpy(), f"compiled batch {batch}", atol=1e-6)
     assert len(net._meta.value["jits"]) == 2
+
+
+def test_compiled_recurrent_matches_eager():
+    """Recurrent layers run their steps eagerly (dlspec.backend.scan); a compiled step that
+    records and replays them must still give the eager numbers."""
+    net = build("model R {\n  input x: [3, 4]\n  lstm 3 bidirectional -> layernorm\n}")
+    step = net.compiled()
+    rng = np.random.default_rng(0)
+    for batch in (4, 2, 4, 4):
+        x = rng.standard_normal((batch, 3, 4)).astype(np.float32)
+        close(step(Tensor(x)).numpy(), net(Tensor(x)).numpy(), f"compiled lstm, batch {batch}", atol=1e-6)
 
 
 def test_float16_build():

@@ -333,7 +333,7 @@ REC = """
 model Rec {
   input s: [3, 4]
   output lstm2 = s -> lstm 3 layers 2 bidirectional sequences false
-  output gru_bi = s -> gru 3 bidirectional
+  output gru_bi = s -> gru 3 layers 2 bidirectional
   output rnn2 = s -> rnn 3 layers 2
   output rnn_relu = s -> rnn 3 relu sequences false, bias false
 }
@@ -352,7 +352,7 @@ def test_recurrent():
     def ref(P, s):
         return [
             recurrent("lstm", s, P, "lstm2", 3, layers=2, bidirectional=True, sequences=False),
-            recurrent("gru", s, P, "gru_bi", 3, bidirectional=True),
+            recurrent("gru", s, P, "gru_bi", 3, layers=2, bidirectional=True),
             recurrent("rnn", s, P, "rnn2", 3, layers=2),
             recurrent("rnn", s, P, "rnn_relu", 3, sequences=False, nonlinearity="relu"),
         ]

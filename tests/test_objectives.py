@@ -156,6 +156,7 @@ def test_epsilon_schedule_and_replay_buffer():
     np.testing.assert_array_equal(d, (r == 4.0).astype(np.float32))
 
 
+@pytest.mark.slow
 def test_atari_dqn_spec_compiles_and_runs_a_step_on_random_frames():
     from dlspec.objectives.dqn import QLearner
 
@@ -211,6 +212,7 @@ train autoencoder AE {
 """
 
 
+@pytest.mark.slow
 def test_denoising_autoencoder_learns_and_resumes(tmp_path, capsys):
     """Reconstruction error on held-out shapes falls by ≥ 1.3× from epoch 1 to epoch 4 (measured: 1.7×);
     the run stops after 2 epochs and is resumed to 4."""
@@ -253,6 +255,7 @@ train vae V {
 """
 
 
+@pytest.mark.slow
 def test_vae_elbo_falls_and_sample_writes_a_grid(tmp_path, capsys):
     """The negative ELBO (test split) falls by ≥ 5% over 3 epochs (measured: 450.7 → 394.1);
     reconstruction and KL are reported separately; ``dlspec sample`` decodes z ~ N(0, I)."""
@@ -298,6 +301,7 @@ train gan generator G, discriminator D {
 """
 
 
+@pytest.mark.slow
 def test_gan_discriminator_beats_chance_and_writes_sample_grids(tmp_path, capsys):
     """After 2 short epochs the discriminator tells held-out real images from generator samples
     with accuracy > 0.6 (measured 0.69; chance is 0.5); both losses are logged every epoch."""
@@ -337,6 +341,7 @@ train dqn Q {
 """
 
 
+@pytest.mark.slow
 @needs_gym
 def test_dqn_return_rises_on_cartpole(tmp_path, capsys):
     """Over 50 seeded episodes the greedy evaluation return rises ≥ 3× from its first value

@@ -397,6 +397,9 @@ class RecordingUI:
     def step(self, i, loss, acc, rate, compiling) -> None:
         self.calls.append(("step", i, compiling))
 
+    def end(self, epochs_done) -> None:
+        self.calls.append(("end", epochs_done))
+
 
 def _trainer(work, run_dir: Path, ui=None, **cfg):
     from dlspec.train import Trainer, resolve

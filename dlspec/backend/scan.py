@@ -40,6 +40,20 @@ def _views(t: Tensor) -> list[Tensor]:
     return parts
 
 
+def _hold(base: Tensor) -> None:
+    """Keep the base of time-slice views alive as long as a TinyJit being captured. The JIT's
+    memory planner does not see reads through views: a base whose tensor dies during the capture
+    would get its memory reused while later steps still read it (wrong values on replay)."""
+    from tinygrad.engine.realize import capturing
+
+    if capturing:
+        held = getattr(capturing[0], "_dlspec_held", None)
+        if held is None:
+            held = []
+            setattr(capturing[0], "_dlspec_held", held)
+        held.append(base)
+
+
 def _realize(*ts: Tensor) -> None:
     seen: dict[int, Tensor] = {}
     for t in ts:
@@ -64,6 +78,7 @@ def scan(step: Step, xs: Tensor, params: Sequence[Tensor], init: Sequence[Tensor
     params = _dedup(params)
     order = list(range(T - 1, -1, -1)) if reverse else list(range(T))
     xr = xs.detach().transpose(0, 1).contiguous().realize()  # a copy: xs keeps its graph
+    _hold(xr)
     x_t = _views(xr)
     states = [tuple(s.contiguous().realize() for s in init)]  # states[k]: input states of the k-th step run
     outs: list[Tensor | None] = [None] * T
@@ -76,7 +91,9 @@ def scan(step: Step, xs: Tensor, params: Sequence[Tensor], init: Sequence[Tensor
     ys = Tensor.stack(*outs, dim=1).realize()  # type: ignore[misc]
 
     def grad_fxn(g, call):
-        gy = _views(Tensor(g).transpose(0, 1).contiguous().realize())
+        gy_base = Tensor(g).transpose(0, 1).contiguous().realize()
+        _hold(gy_base)
+        gy = _views(gy_base)
         dstates = [s.zeros_like().contiguous().realize() for s in init]
         dparams = [p.zeros_like().contiguous().realize() for p in params]
         dxs: list[Tensor | None] = [None] * T

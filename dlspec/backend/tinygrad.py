@@ -349,6 +349,8 @@ def verify(net: Net, batch: int = 2, seq: dict[str, int] | None = None, run: boo
     env = {"N": batch, **{k: v for k, v in (seq or {}).items()}}
     problems = []
     inputs = {}
+    # a free length (T) defaults to 8, or less where a positional embedding encodes fewer positions
+    free = min([8] + [n.params.length for n in net.graph.nodes if n.op == "posembed"])
     for name in net.input_names:
         t = net.shapes.types[name]
         dims = []
@@ -356,7 +358,7 @@ def verify(net: Net, batch: int = 2, seq: dict[str, int] | None = None, run: boo
             v = dvalue(d, env)
             if v is None:
                 for s in sorted(_names(d)):
-                    env.setdefault(s, 8)
+                    env.setdefault(s, free)
                 v = dvalue(d, env)
             dims.append(v)
         if t.is_float():

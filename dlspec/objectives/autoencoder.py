@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .base import EpochRun
-from .common import decode, fit_shape, item, latent_size, output_range, save_grid
+from .common import decode, fit_shape, item, latent_size, output_range, realize_before_step, save_grid
 
 
 class AutoencoderRun(EpochRun):
@@ -64,8 +64,9 @@ class AutoencoderRun(EpochRun):
                 out = net(inp, train=True)
                 loss = reconstruction(c.loss, out, x)
                 loss.backward()
+                realize_before_step(opt, loss)  # the loss of the weights it was computed with
                 opt.step()
-                return loss.realize()
+                return loss
 
         return TinyJit(step)
 
@@ -148,8 +149,9 @@ class VAERun(AutoencoderRun):
                 rec, kl = vae_terms(c.loss, recon, x, mu, logvar)
                 loss = rec + c.beta * kl
                 loss.backward()
+                realize_before_step(opt, loss, rec, kl)
                 opt.step()
-                return loss.realize(), rec.realize(), kl.realize()
+                return loss, rec, kl
 
         return TinyJit(step)
 

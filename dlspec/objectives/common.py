@@ -69,6 +69,16 @@ def _np(dtype):
     return {dtypes.float32: np.float32, dtypes.int32: np.int32, dtypes.int64: np.int64, dtypes.float16: np.float16}[dtype]
 
 
+def realize_before_step(opt, *tensors) -> None:
+    """Realize ``tensors`` (the loss, metrics) together with the gradients, before ``opt.step()``
+    changes the weights they were computed from: a lazy loss realized after the step would read
+    the updated weights."""
+    from tinygrad import Tensor
+
+    grads = [p.grad for p in opt.params if p.grad is not None]
+    Tensor.realize(*tensors, *grads)
+
+
 def item(t) -> float:
     return float(read(t).reshape(-1)[0])
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..train import TrainError, atomic_write_text, file_digest
-from .common import Bars, Record, Staging, clock, copy_weights, finite, item, plot_curves, save_checkpoint
+from .common import Bars, Record, Staging, clock, copy_weights, finite, item, plot_curves, realize_before_step, save_checkpoint
 from .config import ENVS
 
 
@@ -122,8 +122,9 @@ class QLearner:
                 q_next = target(s2, train=False).detach()
                 loss = dqn_loss(q(s, train=True), a, q_next, r, d, self.gamma, self.loss, self.delta)
                 loss.backward()
+                realize_before_step(opt, loss)
                 opt.step()
-                return loss.realize()
+                return loss
 
         return TinyJit(step)
 

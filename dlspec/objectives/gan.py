@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .base import EpochRun
-from .common import fit_shape, item, output_range, save_grid
+from .common import fit_shape, item, output_range, realize_before_step, save_grid
 
 BUFFER_KEYS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -84,11 +84,12 @@ class GANRun(EpochRun):
                 real_out, fake_out = D(x, train=True), D(fake, train=True)
                 loss = gan_d_loss(real_out, fake_out, self.logits, c.label_smoothing)
                 loss.backward()
-                opt.step()
                 pr, pf = self._score(real_out), self._score(fake_out)
                 acc = ((pr > 0.5).float().mean() + (pf < 0.5).float().mean()) / 2
-                Tensor.realize(loss, pr, pf, acc, *self.bufs)
-                return loss, pr.mean().realize(), pf.mean().realize(), acc
+                pr, pf = pr.mean(), pf.mean()
+                realize_before_step(opt, loss, pr, pf, acc, *self.bufs)
+                opt.step()
+                return loss, pr, pf, acc
 
         return TinyJit(step)
 
@@ -104,8 +105,8 @@ class GANRun(EpochRun):
                 opt.zero_grad()
                 loss = gan_g_loss(D(G(z, train=True), train=True), self.logits)
                 loss.backward()
+                realize_before_step(opt, loss, *self.bufs)
                 opt.step()
-                Tensor.realize(loss, *self.bufs)
                 return loss
 
         return TinyJit(step)

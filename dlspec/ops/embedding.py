@@ -61,7 +61,6 @@ class Embedding(Op):
         return EmbeddingLayer(normal((cls.vocab(p, ins[0], None), p.dim)))  # N(0, 1) as PyTorch
 
 
-
 class PosEmbedParams(OpParams):
     op: Literal["posembed"] = "posembed"
     #: the longest sequence it can encode
@@ -127,4 +126,8 @@ class PosEmbedLayer:
         self.weight = weight
 
     def __call__(self, x):
+        if x.shape[1] > self.weight.shape[0]:
+            from ..errors import UsageError
+
+            raise UsageError(f"posembed encodes at most {self.weight.shape[0]} positions but the sequence has {x.shape[1]}")
         return x + self.weight[: x.shape[1]]
