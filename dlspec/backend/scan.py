@@ -50,7 +50,7 @@ def _hold(base: Tensor) -> None:
         held = getattr(capturing[0], "_dlspec_held", None)
         if held is None:
             held = []
-            setattr(capturing[0], "_dlspec_held", held)
+            capturing[0]._dlspec_held = held
         held.append(base)
 
 
@@ -69,6 +69,37 @@ def _dedup(params: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
+def parameters_of(*objs) -> list[Tensor]:
+    """Every trainable float tensor reachable from ``objs`` (layer attributes, lists, dicts, and
+    the references a :class:`~dlspec.backend.tinygrad.Hidden` holds, such as a tied weight's
+    owner): what a step function built from these layers may read."""
+    out: list[Tensor] = []
+    seen: set[int] = set()
+
+    def walk(o, depth=0):
+        if id(o) in seen or depth > 8:
+            return
+        seen.add(id(o))
+        if isinstance(o, Tensor):
+            if getattr(o, "is_param", True) and o.is_floating_point():
+                out.append(o)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v, depth + 1)
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v, depth + 1)
+        elif type(o).__name__ == "Hidden":
+            walk(o.value, depth + 1)
+        elif hasattr(o, "__dict__") and not isinstance(o, type):
+            for v in vars(o).values():
+                walk(v, depth + 1)
+
+    for o in objs:
+        walk(o)
+    return _dedup(out)
+
+
 def scan(step: Step, xs: Tensor, params: Sequence[Tensor], init: Sequence[Tensor], reverse: bool = False) -> Tensor:
     """Run ``step(x_t, states) -> (y_t, new_states)`` over the time axis (1) of ``xs`` ``(N, T, …)``
     from the states ``init``; returns ``ys`` ``(N, T, …)`` with gradients w.r.t. ``xs`` and
@@ -76,6 +107,7 @@ def scan(step: Step, xs: Tensor, params: Sequence[Tensor], init: Sequence[Tensor
     ``reverse``: run from the last step to the first (``ys`` stays in time order)."""
     T = xs.shape[1]
     params = _dedup(params)
+    x_float = xs.is_floating_point()
     order = list(range(T - 1, -1, -1)) if reverse else list(range(T))
     xr = xs.detach().transpose(0, 1).contiguous().realize()  # a copy: xs keeps its graph
     _hold(xr)
@@ -105,14 +137,16 @@ def scan(step: Step, xs: Tensor, params: Sequence[Tensor], init: Sequence[Tensor
             obj = (y * gy[t]).sum()
             for n, d in zip(new, dstates):
                 obj = obj + (n * d).sum()
-            grads = obj.gradient(x_t[t], *s_in, *params)
-            dx, ds, dp = grads[0], grads[1 : 1 + len(s_in)], grads[1 + len(s_in) :]
+            grads = obj.gradient(*((x_t[t],) if x_float else ()), *s_in, *params)
+            dx = grads.pop(0) if x_float else None
+            ds, dp = grads[: len(s_in)], grads[len(s_in) :]
             dstates = [d.contiguous() for d in ds]
             dparams = [a + b for a, b in zip(dparams, dp)]
-            dxs[t] = dx.contiguous()
-            _realize(dxs[t], *dstates, *dparams)  # type: ignore[arg-type]
-        dx_all = Tensor.stack(*dxs, dim=1)  # type: ignore[misc]
-        by_uop = {arg_uops[0]: dx_all.uop, **{u: d.uop for u, d in zip(arg_uops[1:], dparams)}}
+            dxs[t] = dx.contiguous() if dx is not None else None
+            _realize(*(d for d in (dxs[t], *dstates, *dparams) if d is not None))
+        by_uop = {u: d.uop for u, d in zip(arg_uops[1:], dparams)}
+        if x_float:
+            by_uop[arg_uops[0]] = Tensor.stack(*dxs, dim=1).uop  # type: ignore[misc]
         return tuple(by_uop.get(a) for a in call.src[1:])
 
     arg_uops = [xs.uop, *(p.uop for p in params)]

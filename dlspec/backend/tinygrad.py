@@ -19,7 +19,7 @@ from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 from tinygrad.nn.state import get_parameters, get_state_dict, safe_load, safe_save
 
 from .. import ops
-from ..errors import BackendError, UsageError, suggest
+from ..errors import BackendError, Diagnostic, UsageError, suggest
 from ..ir import Graph, Node
 from ..shapes import Shapes, TensorType, dvalue
 
@@ -314,7 +314,18 @@ def build(graph: Graph, shapes: Shapes, device: str | None = None, seed: int = 0
             t.replace(t.to(dev))
         if dtype != "float32" and dtypes.is_float(t.dtype) and t.dtype != DTYPES[dtype]:
             t.replace(t.cast(DTYPES[dtype]))
-    Tensor.realize(*sd.values()) if sd else None
+    if sd:
+        try:
+            Tensor.realize(*sd.values())
+        except Exception as e:  # noqa: BLE001 - e.g. clang without __bf16 support on this CPU
+            why = "its compiler rejected the kernels" if type(e).__name__ == "CalledProcessError" else f"{type(e).__name__}: {str(e)[:200]}"
+            raise BackendError(
+                Diagnostic(
+                    f"cannot build {graph.name} with dtype {dtype} on device {dev}: {why}",
+                    None,
+                    help="this device may not support the dtype; use float32 or float16",
+                )
+            ) from None
     return net
 
 

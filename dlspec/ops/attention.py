@@ -130,7 +130,8 @@ class AttentionLayer:
         qh, kh, vh = heads(q, wq, bq, tq), heads(kv, wk, bk, tk), heads(kv, wv, bv, tk)
         keep = None
         if p.causal:
-            keep = Tensor.ones(tq, tk, device=q.device, dtype="bool").tril(tk - tq)
+            # query i sees keys 0..i (PyTorch's scaled_dot_product_attention(is_causal=True), top-left aligned)
+            keep = Tensor.ones(tq, tk, device=q.device, dtype="bool").tril(0)
         if mask is not None:
             m = mask.cast("bool").reshape(n, *([1] * (4 - mask.ndim)), *mask.shape[1:])
             keep = m if keep is None else keep & m

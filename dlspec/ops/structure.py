@@ -152,23 +152,39 @@ class CellLayer:
 
     def __call__(self, x):
         from tinygrad import Tensor
+        from tinygrad.helpers import TRAINING
+
+        from ..backend import scan
 
         p, hidden = self._cfg
         body, layers = hidden.value
         n, t = x.shape[0], x.shape[1]
-        states = {}
-        for st in p.states:
-            dims = [d for d in st.shape]
-            states[st.name] = Tensor.zeros(n, *dims, device=x.device, dtype=x.dtype)
-        outs = []
-        for step in range(t):
-            vals = {p.step_input: x[:, step]}
-            for st in p.states:
-                vals[st.node] = states[st.name]
+        init = tuple(Tensor.zeros(n, *st.shape, device=x.device, dtype=x.dtype) for st in p.states)
+
+        def step(x_t, states):
+            vals = {p.step_input: x_t}
+            for st, v in zip(p.states, states):
+                vals[st.node] = v
             for node in body:
                 if node.op == "step_in":
                     continue
                 vals[node.path] = layers[node.path](*(vals[i] for i in node.inputs))
-            states = {st.name: vals[st.update].contiguous() for st in p.states}
-            outs.append(vals[p.step_output])
+            return vals[p.step_output], tuple(vals[st.update] for st in p.states)
+
+        if scan.ENABLED and not (TRAINING and _random(body)):
+            # one compiled step replayed T times; BPTT one step at a time (dlspec.backend.scan)
+            ys = scan.scan(step, x, scan.parameters_of(list(layers.values())), init)
+            return ys if p.sequences else ys[:, t - 1]
+        # unrolled: random draws (dropout, sampling) or running statistics in the step must not be
+        # recomputed by the step-wise backward
+        states, outs = init, []
+        for i in range(t):
+            y, states = step(x[:, i], states)
+            states = tuple(s.contiguous() for s in states)
+            outs.append(y)
         return Tensor.stack(*outs, dim=1) if p.sequences else outs[-1]
+
+
+def _random(body) -> bool:
+    """Whether a step draws random numbers or updates running statistics in training."""
+    return any(n.op in ("dropout", "sample", "batchnorm") or getattr(n.params, "dropout", 0) or getattr(n.params, "rate", 0) for n in body)
