@@ -23,7 +23,8 @@ so forward values equal the unrolled graph's.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 from tinygrad import Tensor, function
 
@@ -31,6 +32,18 @@ from tinygrad import Tensor, function
 ENABLED = True
 
 Step = Callable[[Tensor, tuple[Tensor, ...]], tuple[Tensor, tuple[Tensor, ...]]]
+
+
+@contextmanager
+def unrolled() -> Iterator[None]:
+    """Build recurrences as the lazy unrolled graph inside this block (nothing runs while the
+    graph is built: for shape checks that never realize the outputs)."""
+    global ENABLED
+    old, ENABLED = ENABLED, False
+    try:
+        yield
+    finally:
+        ENABLED = old
 
 
 def _views(t: Tensor) -> list[Tensor]:

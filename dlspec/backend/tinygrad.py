@@ -377,7 +377,11 @@ def verify(net: Net, batch: int = 2, seq: dict[str, int] | None = None, run: boo
         else:
             high = t.vocab or 2
             inputs[name] = Tensor.randint(*dims, low=0, high=high, device=net.device, dtype=DTYPES.get(t.dtype, dtypes.int32))
-    values = net.trace(**inputs)
+    from . import scan
+
+    # shapes only: recurrences as a lazy unrolled graph (nothing runs), not step by step
+    with scan.unrolled() if not run else _null():
+        values = net.trace(**inputs)
     for path, tensor in values.items():
         want = net.shapes.types[path]
         exp = tuple(dvalue(d, env) for d in want.shape)
