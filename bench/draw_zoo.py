@@ -28,9 +28,26 @@ ZOO: list[tuple[str, str, str | None, dict]] = [
 ]
 
 
+#: block calls are collapsed below this depth in the zoo table's diagrams (docs/zoo.md),
+#: and repeats folded, so that the big networks stay readable
+ZOO_TABLE_OPTS = {"depth": 1, "fold_repeats": True}
+
+
+def zoo_table(out: Path) -> None:
+    """``docs/img/SPEC.MODEL.svg`` for every model of every zoo spec (docs/zoo.md links them)."""
+    for path in sorted((ROOT / "specs").glob("*.dl")):
+        prog = dlspec.load(path, name=f"specs/{path.name}")
+        for model in prog.models:
+            g = prog.draw(model, **ZOO_TABLE_OPTS)
+            name = f"{path.stem}.{model}.svg"
+            (out / name).write_bytes(render(g, "svg"))
+            print(f"wrote docs/img/{name}")
+
+
 def main(argv: list[str]) -> int:
     out = ROOT / "docs" / "img"
     out.mkdir(parents=True, exist_ok=True)
+    zoo_table(out)
     png = "--png" in argv
     for name, spec, model, opts in ZOO:
         path = ROOT / spec
