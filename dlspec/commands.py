@@ -190,7 +190,7 @@ def _train(args) -> int:
 
     from . import load
     from .errors import UsageError
-    from .progress import QuietUI, RichUI, final_table
+    from .progress import QuietUI, RichUI, print_summary
     from .train import OVERRIDES, RunConfig, Trainer, atomic_write_text, file_digest, new_run_dir, resolve
 
     overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
@@ -246,13 +246,7 @@ def _train(args) -> int:
         trainer = Trainer(prog, cfg, run_dir, ui.log, ui)
         summary = trainer.run(resume=bool(args.resume))
         ui.end(summary["epochs"])
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        from rich.console import Console
-
-        console = Console() if sys.stdout.isatty() else Console(width=100)
-        console.print(final_table(summary))
+    print_summary(summary, args.json)
     return 0
 
 

@@ -107,3 +107,17 @@ def final_table(summary: dict) -> Any:
                 split, f"{m['loss']:.4f}", f"{m['accuracy'] * 100:.2f}%" + (f" (top-5 {m['top5'] * 100:.2f}%)" if "top5" in m else "")
             )
     return t
+
+
+def print_summary(summary: dict, as_json: bool, table=None) -> None:
+    """A finished run's summary on stdout: JSON (``--json``) or its final table
+    (``table(summary)``, default :func:`final_table`)."""
+    import json
+
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console() if sys.stdout.isatty() else Console(width=100)
+    console.print((table or final_table)(summary))

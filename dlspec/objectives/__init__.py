@@ -42,7 +42,7 @@ def train_command(args, prog, cfg: ObjectiveConfig, run_dir: Path | None = None,
     import shutil
 
     from ..errors import UsageError
-    from ..progress import QuietUI, RichUI
+    from ..progress import QuietUI, RichUI, print_summary
     from ..train import atomic_write_text, new_run_dir
 
     episodes = getattr(args, "episodes", None)
@@ -61,13 +61,7 @@ def train_command(args, prog, cfg: ObjectiveConfig, run_dir: Path | None = None,
     with ui:
         ui.log(f"run directory {run_dir}")
         summary = runner(prog, cfg, run_dir, ui.log, ui).run(resume=resume)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        from rich.console import Console
-
-        console = Console() if sys.stdout.isatty() else Console(width=100)
-        console.print(final_table(summary))
+    print_summary(summary, args.json, final_table)
     return 0
 
 
