@@ -42,6 +42,8 @@ def pads(padding, n: int, kernel: tuple, dilation: tuple, stride: tuple, sizes: 
 def window_out(size: Dim, k: int, s: int, d: int, pb: int, pa: int, ceil: bool = False) -> Dim:
     """``⌊(S + pb + pa − d·(k−1) − 1) / s⌋ + 1`` (``⌈…⌉`` with ceil, minus one if the last
     window would start in the right padding, as PyTorch)."""
+    if isinstance(size, int) and not ceil:  # the common case, without symbolic arithmetic
+        return (size + pb + pa - d * (k - 1) - 1) // s + 1
     span = dsub(dadd(size, pb + pa), d * (k - 1) + 1)
     if not ceil:
         return dadd(dfloordiv(span, s), 1)
