@@ -226,15 +226,14 @@ class ShapeFail(Exception):
         self.severity = severity
 
 
-@dataclass
 class Ctx:
-    """What an op's rule may look at besides its inputs."""
+    """What an op's rule may look at besides its inputs (one per node: kept light)."""
 
-    graph: Graph
-    node: Node
-    inputs: list[Node]
-    types: dict[str, TensorType]
-    warnings: list[ShapeFail] = field(default_factory=list)
+    __slots__ = ("graph", "node", "inputs", "types", "warnings", "node_costs")
+
+    def __init__(self, graph: Graph, node: Node, inputs: list[Node], types: dict[str, TensorType], warnings: list | None = None):
+        self.graph, self.node, self.inputs, self.types = graph, node, inputs, types
+        self.warnings: list[ShapeFail] = [] if warnings is None else warnings
 
     def name(self) -> str:
         return f"{self.node.op} '{self.node.path}'"
@@ -326,12 +325,12 @@ def infer(graph: Graph) -> Shapes:
     index = {n.path: n for n in graph.nodes}
     bad: set[str] = set()
 
-    def run(node: Node, extra: dict[str, TensorType] | None = None) -> None:
-        if any(i in bad for i in node.inputs):
+    def run(node: Node) -> None:
+        if bad and not bad.isdisjoint(node.inputs):
             bad.add(node.path)
             return
         ins = [types[i] for i in node.inputs]
-        op = ops.get(node.op)
+        op = catalogue[node.op]
         ctx = Ctx(graph, node, [index[i] for i in node.inputs], types)
         try:
             out = op.infer(node.params, ins, ctx)
@@ -348,6 +347,7 @@ def infer(graph: Graph) -> Shapes:
         types[node.path] = out
         costs[node.path] = Costs(params, buffers, macs)
 
+    catalogue = ops.CATALOGUE
     for node in graph.nodes:
         if node.in_cell is not None:
             continue  # run by its cell
