@@ -191,7 +191,7 @@ def _train(args) -> int:
     from . import load
     from .errors import UsageError
     from .progress import QuietUI, RichUI, print_summary
-    from .train import OVERRIDES, RunConfig, Trainer, atomic_write_text, file_digest, new_run_dir, resolve
+    from .train import OVERRIDES, RunConfig, Trainer, atomic_write_text, check_resume_overrides, file_digest, new_run_dir, resolve
 
     overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
     if args.resume:
@@ -213,11 +213,7 @@ def _train(args) -> int:
             cfg = RunConfig(**json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
         except Exception as e:  # noqa: BLE001
             raise UsageError(f"{run_dir}/config.json is not a valid run configuration: {e}") from None
-        extra = set(overrides) - {"epochs", "device"}
-        if extra:
-            raise UsageError(
-                f"--resume continues a run as configured; only --epochs and --device may change (got {', '.join('--' + e.replace('_', '-') for e in sorted(extra))})"
-            )
+        check_resume_overrides(overrides)
         try:
             cfg = RunConfig(**{**cfg.model_dump(), **overrides})
         except Exception as e:  # noqa: BLE001 - pydantic names the field

@@ -230,8 +230,3 @@ def table(rep: Report, file: str, batch: int | None = None, optimizer: str = "ad
     if f:
         lines.append(f"Receptive field of the last spatial layer: {f[0]} px, effective stride {f[1]}")
     return Group(t, Text("\n".join(lines)))
-
-
-def describe_rows(rows: list[Row]) -> list[str]:
-    """Plain-text rows (for tests and logs)."""
-    return [f"{r.path} {r.summary} {r.shape.show(True)} {r.params}" for r in rows]

@@ -9,7 +9,7 @@ them in graph order, collects every shape error of a model in one run, and adds 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Union
 
@@ -260,10 +260,6 @@ def need_float(ctx: Ctx, t: TensorType, i: int = 0) -> None:
             f"{ctx.name()} expects a float input but gets {t.dtype} from {ctx.source(i)}",
             help="integer token ids go through 'embedding' first",
         )
-
-
-def same_dim(a: Dim, b: Dim) -> bool:
-    return a == b
 
 
 def broadcast(ctx: Ctx, types: list[TensorType], what: str) -> TensorType:

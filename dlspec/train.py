@@ -106,24 +106,18 @@ def resolve(prog, spec_path: str, model: str | None, overrides: dict[str, Any], 
         if "data" in s:
             cfg["data"] = s["data"].value
             opts = dict(s["data"].options)
-            if "dir" in opts:
-                cfg["data_dir"] = opts.pop("dir")
-            if "val_split" in opts:
-                cfg["val_split"] = opts.pop("val_split")
-            if "augment" in opts:
-                cfg["augment"] = opts.pop("augment")
-            if "limit" in opts:
-                cfg["limit"] = opts.pop("limit")
+            for key, field in (("dir", "data_dir"), ("val_split", "val_split"), ("augment", "augment"), ("limit", "limit")):
+                if key in opts:
+                    cfg[field] = opts.pop(key)
             cfg["data_options"] = opts
         if "loss" in s:
             cfg["loss"], cfg["loss_options"] = s["loss"].value, dict(s["loss"].options)
         if "optimizer" in s:
             opts = dict(s["optimizer"].options)
             cfg["optimizer"] = s["optimizer"].value
-            if "lr" in opts:
-                cfg["lr"] = opts.pop("lr")
-            if "weight_decay" in opts:
-                cfg["weight_decay"] = opts.pop("weight_decay")
+            for key in ("lr", "weight_decay"):
+                if key in opts:
+                    cfg[key] = opts.pop(key)
             cfg["optimizer_options"] = opts
         if "schedule" in s:
             cfg["schedule"], cfg["schedule_options"] = s["schedule"].value, dict(s["schedule"].options)
@@ -673,3 +667,17 @@ def write_plot(path: Path, history: list[dict]) -> None:
         parts.append(f'<text x="{w - m - 90}" y="{m + 14 * k}" fill="{colors[name]}">{name}</text>')
     parts.append("</svg>")
     atomic_write_text(path, "\n".join(parts) + "\n")
+
+
+#: what `--resume` may change: the rest continues as configured
+RESUME_OVERRIDES = frozenset({"epochs", "device"})
+
+
+def check_resume_overrides(overrides: dict[str, Any]) -> None:
+    """A usage error for command-line overrides ``--resume`` does not take."""
+    extra = set(overrides) - RESUME_OVERRIDES
+    if extra:
+        raise UsageError(
+            "--resume continues a run as configured; only --epochs and --device may change "
+            f"(got {', '.join('--' + e.replace('_', '-') for e in sorted(extra))})"
+        )

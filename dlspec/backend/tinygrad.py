@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes
-from tinygrad.nn.state import get_parameters, get_state_dict, safe_load, safe_save
+from tinygrad.nn.state import get_state_dict, safe_load, safe_save
 
 from .. import ops
 from ..errors import BackendError, Diagnostic, UsageError, suggest
@@ -514,7 +514,3 @@ def _rename(key: str, rules: list[tuple[str, str]]) -> str:
         if key.startswith(src + ".") or (src.endswith(".") and key.startswith(src)):
             return dst.rstrip(".") + "." + key[len(src.rstrip(".")) + 1 :] if dst else key[len(src.rstrip(".")) + 1 :]
     return key
-
-
-def parameter_tensors(net: Net) -> list[Tensor]:
-    return get_parameters(net)

@@ -69,7 +69,7 @@ def resume_objective(args, run_dir: Path, overrides: dict[str, Any]) -> int | No
     """``dlspec train --resume DIR`` of an objective run (None: the run is a classifier's)."""
     from .. import load
     from ..errors import UsageError
-    from ..train import atomic_write_text
+    from ..train import atomic_write_text, check_resume_overrides
 
     try:
         raw = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
@@ -81,11 +81,7 @@ def resume_objective(args, run_dir: Path, overrides: dict[str, Any]) -> int | No
         cfg = ObjectiveConfig(**raw)
     except Exception as e:  # noqa: BLE001
         raise UsageError(f"{run_dir}/config.json is not a valid run configuration: {e}") from None
-    extra = set(overrides) - {"epochs", "device"}
-    if extra:
-        raise UsageError(
-            f"--resume continues a run as configured; only --epochs and --device may change (got {', '.join('--' + e.replace('_', '-') for e in sorted(extra))})"
-        )
+    check_resume_overrides(overrides)
     cfg = cfg.model_copy(update=overrides)
     prog = load(run_dir / "spec.dl", name=str(run_dir / "spec.dl"))
     atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
