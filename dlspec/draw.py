@@ -213,8 +213,10 @@ class _Drawing:
         return f"{f.block}({', '.join(pos + kw)})"
 
     def _layer(self, n: Node, op: Any, chain: tuple[str, ...]) -> Item:
+        from . import ops
+
         cost = self.shapes.costs.get(n.path)
-        words = list(op.summary(n.params))
+        words = ops.words(n.op, n.params, self.shapes.types.get(n.path))
         it = Item(
             n.path,
             n.path,
@@ -242,6 +244,8 @@ class _Drawing:
 
     def _merge_activation(self, n: Node, op: Any) -> bool:
         """Merge an activation into the layer it follows (``conv 64 · 3×3 + relu``)."""
+        from . import ops
+
         if self.opts.activations or not op.activation or len(n.inputs) != 1:
             return False
         src = n.inputs[0]
@@ -250,7 +254,7 @@ class _Drawing:
             return False
         if self.consumers.get(src, 0) != 1 or it.node.stack != n.stack or it.node.in_cell != n.in_cell:
             return False
-        it.acts.append(" ".join(op.summary(n.params)))
+        it.acts.append(" ".join(ops.words(n.op, n.params, self.shapes.types.get(n.path))))
         it.last = n.path
         it.shape = self.shapes.types.get(n.path, it.shape)
         if n.tensor and n.in_cell:
@@ -455,7 +459,7 @@ class _Drawing:
         from . import ops
 
         cost = self.shapes.costs.get(n.path)
-        words = " · ".join(ops.get(n.op).summary(n.params))
+        words = " · ".join(ops.words(n.op, n.params, self.shapes.types.get(n.path)))
         params = f" · {cost.params:,} params" if cost and cost.params else ""
         return f"{what}, one step", f"{n.path} · {words}{params}"
 

@@ -137,9 +137,19 @@ def build(graph: Graph, shapes: Shapes, depth: int | None = None, seq: dict[str,
             row.macs = dadd(row.macs, c.macs)
             row.rf = rf.get(n.path)
             continue
-        op = ops.get(n.op)
         rows.append(
-            Row(n.path, n.op, " ".join(op.summary(n.params)), t, c.params, c.buffers, c.macs, n.span.line, len(n.stack), rf.get(n.path))
+            Row(
+                n.path,
+                n.op,
+                " ".join(ops.words(n.op, n.params, t)),
+                t,
+                c.params,
+                c.buffers,
+                c.macs,
+                n.span.line,
+                len(n.stack),
+                rf.get(n.path),
+            )
         )
     return Report(graph, shapes, rows, dict(seq or {}))
 

@@ -132,6 +132,21 @@ def test_table_has_rows_and_a_footer_with_totals():
     assert "Receptive field of the last spatial layer: 16 px, effective stride 4" in out
 
 
+def test_window_words_follow_the_spatial_rank(tmp_path):
+    """A kernel written as one number reads as many sizes as the layer has spatial dims."""
+    f = tmp_path / "ranks.dl"
+    f.write_text(
+        "model M1 {\n  input x: [8, 100]\n  conv 16 kernel 3 padding 1\n  pool max kernel 2\n}\n"
+        "model M3 {\n  input x: [2, 9, 9, 9]\n  conv 4 kernel 3 stride 2\n  pool avg kernel 2\n}\n"
+        "model M2 {\n  input x: [3, 9, 9]\n  conv 4 kernel [3, 1]\n}\n"
+    )
+    code, out, _ = cli("compile", str(f))
+    assert code == 0
+    assert "conv 16 3 pad 1" in out and "pool max 2 /2" in out  # 1-D: no 3×3
+    assert "conv 4 3×3×3 /2" in out and "pool avg 2×2×2 /2" in out  # 3-D
+    assert "conv 4 3×1" in out  # sizes given per dim are shown as written
+
+
 def test_table_collapses_blocks_below_depth():
     _, full, _ = cli("compile", str(REPORT_DIR / "resnet_block.dl"))
     _, collapsed, _ = cli("compile", str(REPORT_DIR / "resnet_block.dl"), "--depth", "0")

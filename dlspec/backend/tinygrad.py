@@ -23,7 +23,14 @@ from ..errors import BackendError, Diagnostic, UsageError, suggest
 from ..ir import Graph, Node
 from ..shapes import Shapes, TensorType, dvalue
 
-DTYPES = {"float32": dtypes.float32, "float16": dtypes.float16, "bfloat16": dtypes.bfloat16, "int32": dtypes.int32, "int64": dtypes.int64, "bool": dtypes.bool}
+DTYPES = {
+    "float32": dtypes.float32,
+    "float16": dtypes.float16,
+    "bfloat16": dtypes.bfloat16,
+    "int32": dtypes.int32,
+    "int64": dtypes.int64,
+    "bool": dtypes.bool,
+}
 
 # ---- initialisers (PyTorch's defaults) ------------------------------------------------------
 
@@ -118,7 +125,9 @@ class Net:
     ``get_state_dict(net)`` gives PyTorch-style keys (``conv1.weight``, ``layer1.0.bn1.running_mean``)."""
 
     def __init__(self, graph: Graph, shapes: Shapes, device: str | None = None, dtype: str = "float32"):
-        object.__setattr__(self, "_meta", Hidden({"graph": graph, "shapes": shapes, "device": device, "dtype": dtype, "train": False, "jits": {}}))
+        object.__setattr__(
+            self, "_meta", Hidden({"graph": graph, "shapes": shapes, "device": device, "dtype": dtype, "train": False, "jits": {}})
+        )
 
     # metadata lives outside __dict__ so that get_state_dict only sees layers
     @property
@@ -441,7 +450,9 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
         else:
             sd = safe_load(str(path))
     except Exception as e:  # noqa: BLE001 - any failure to read is the file's fault
-        raise BackendError(f"{path}: not a readable {'PyTorch' if path.suffix in ('.pt', '.pth') else 'safetensors'} weights file ({type(e).__name__}: {e})") from None
+        raise BackendError(
+            f"{path}: not a readable {'PyTorch' if path.suffix in ('.pt', '.pth') else 'safetensors'} weights file ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise BackendError(f"{path}: does not hold a state dict of tensors")
     return sd
@@ -461,16 +472,26 @@ def load_weights(net: Net, path: str | Path, name_map: dict[str, str] | str | Pa
     mine = net.state_dict()
     missing = [k for k in mine if k not in renamed]
     unexpected = [k for k in renamed if k not in mine]
-    mismatched = [(k, tuple(renamed[k].shape), tuple(mine[k].shape)) for k in mine if k in renamed and tuple(renamed[k].shape) != tuple(mine[k].shape)]
+    mismatched = [
+        (k, tuple(renamed[k].shape), tuple(mine[k].shape)) for k in mine if k in renamed and tuple(renamed[k].shape) != tuple(mine[k].shape)
+    ]
     if not strict:
         missing = []
         unexpected = []
     if missing or unexpected or mismatched:
         lines = []
         if missing:
-            lines.append(f"missing in {Path(path).name} ({len(missing)}): " + ", ".join(f"{k} {tuple(mine[k].shape)}" for k in missing[:20]) + (" …" if len(missing) > 20 else ""))
+            lines.append(
+                f"missing in {Path(path).name} ({len(missing)}): "
+                + ", ".join(f"{k} {tuple(mine[k].shape)}" for k in missing[:20])
+                + (" …" if len(missing) > 20 else "")
+            )
         if unexpected:
-            lines.append(f"unexpected ({len(unexpected)}): " + ", ".join(f"{k} {tuple(renamed[k].shape)}" for k in unexpected[:20]) + (" …" if len(unexpected) > 20 else ""))
+            lines.append(
+                f"unexpected ({len(unexpected)}): "
+                + ", ".join(f"{k} {tuple(renamed[k].shape)}" for k in unexpected[:20])
+                + (" …" if len(unexpected) > 20 else "")
+            )
         if mismatched:
             lines.append("shape mismatches: " + ", ".join(f"{k} file {a} vs model {b}" for k, a, b in mismatched[:20]))
         raise BackendError(f"{path}: weights do not fit model {net.graph.name}; nothing was loaded\n  " + "\n  ".join(lines))

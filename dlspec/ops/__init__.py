@@ -33,4 +33,12 @@ def get(name: str) -> type[Op]:
     return CATALOGUE[name]
 
 
-__all__ = ["CATALOGUE", "USER_OPS", "AnyParams", "Op", "OpParams", "get"]
+def words(op: str, params: OpParams, out: object = None) -> list[str]:
+    """``op``'s summary words; ``out`` (the layer's output type, if known) sets how many spatial
+    dims a window has: ``(N, C, L)`` → 1 (``kernel 3`` reads ``3``), ``(N, C, H, W)`` → 2 (``3×3``)."""
+    shape = getattr(out, "shape", None)
+    dims = len(shape) - 2 if shape is not None and len(shape) > 2 else 2
+    return CATALOGUE[op].summary(params, dims=dims)
+
+
+__all__ = ["CATALOGUE", "USER_OPS", "AnyParams", "Op", "OpParams", "get", "words"]

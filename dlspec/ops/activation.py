@@ -150,7 +150,7 @@ class Maxout(_Act):
         return TensorType((x.shape[0], c // p.pieces, *x.shape[2:]), x.dtype)
 
     @classmethod
-    def summary(cls, p) -> list[str]:
+    def summary(cls, p, dims: int = 2) -> list[str]:
         return [f"maxout {p.pieces}"]
 
 

@@ -92,7 +92,7 @@ class Attention(Op):
         return layer
 
     @classmethod
-    def summary(cls, p: AttentionParams) -> list[str]:
+    def summary(cls, p: AttentionParams, dims: int = 2) -> list[str]:
         return [f"attention {p.heads} heads"] + (["causal"] if p.causal else []) + ([f"mask {p.mask}"] if p.mask else [])
 
 

@@ -61,8 +61,9 @@ class Op:
         return 0
 
     @classmethod
-    def summary(cls, p: Any) -> list[str]:
-        """Key params in glossary words, e.g. ``['conv 64', '3×3', '/2']``."""
+    def summary(cls, p: Any, dims: int = 2) -> list[str]:
+        """Key params in glossary words, e.g. ``['conv 64', '3×3', '/2']``; ``dims``: spatial dims
+        of the layer's output (a kernel 3 is ``3`` in 1-D, ``3×3`` in 2-D)."""
         return [cls.name]
 
     @classmethod
@@ -127,7 +128,9 @@ class Op:
                         Diagnostic(
                             f"{cls.name} needs '{fname}'",
                             where,
-                            help=f"write it as '{cls.name} … {fname} VALUE'" if fname not in cls.positional else f"give it first: '{cls.name} {fname.upper()} …'",
+                            help=f"write it as '{cls.name} … {fname} VALUE'"
+                            if fname not in cls.positional
+                            else f"give it first: '{cls.name} {fname.upper()} …'",
                         )
                     )
                     continue

@@ -92,8 +92,8 @@ class Conv(Op):
         return ConvLayer(w, b, p.padding, k, s, d, p.groups)
 
     @classmethod
-    def summary(cls, p: ConvParams) -> list[str]:
-        return [f"conv {p.filters}"] + _window_words(p)
+    def summary(cls, p: ConvParams, dims: int = 2) -> list[str]:
+        return [f"conv {p.filters}"] + _window_words(p, dims)
 
     @classmethod
     def window(cls, p: ConvParams, n: int):
@@ -180,16 +180,16 @@ class Deconv(Op):
         return DeconvLayer(w, b, p, n)
 
     @classmethod
-    def summary(cls, p: DeconvParams) -> list[str]:
-        return [f"deconv {p.filters}"] + _window_words(p) + ([f"+{_size(p.output_padding)}"] if p.output_padding else [])
+    def summary(cls, p: DeconvParams, dims: int = 2) -> list[str]:
+        return [f"deconv {p.filters}"] + _window_words(p, dims) + ([f"+{_size(p.output_padding)}"] if p.output_padding else [])
 
 
 def _size(v) -> str:
     return "×".join(map(str, v)) if isinstance(v, tuple) else str(v)
 
 
-def _window_words(p) -> list[str]:
-    k = p.kernel if isinstance(p.kernel, tuple) else (p.kernel, p.kernel)
+def _window_words(p, dims: int) -> list[str]:
+    k = p.kernel if isinstance(p.kernel, tuple) else (p.kernel,) * dims
     words = ["×".join(map(str, k))]
     if p.stride != 1:
         words.append(f"/{_size(p.stride)}")

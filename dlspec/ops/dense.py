@@ -78,7 +78,7 @@ class Dense(Op):
         return DenseLayer(weight, bias)
 
     @classmethod
-    def summary(cls, p: DenseParams) -> list[str]:
+    def summary(cls, p: DenseParams, dims: int = 2) -> list[str]:
         return [f"dense {p.units}"] + (["no bias"] if not p.bias else []) + ([f"tied {p.tied}"] if p.tied else [])
 
 

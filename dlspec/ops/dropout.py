@@ -25,7 +25,7 @@ class Dropout(Op):
     keeps_field = True
 
     @classmethod
-    def summary(cls, p) -> list[str]:
+    def summary(cls, p, dims: int = 2) -> list[str]:
         return [f"dropout {p.rate:g}"]
 
     @classmethod

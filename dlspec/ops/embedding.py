@@ -51,7 +51,7 @@ class Embedding(Op):
         return cls.vocab(p, ins[0], ctx) * p.dim, 0
 
     @classmethod
-    def summary(cls, p) -> list[str]:
+    def summary(cls, p, dims: int = 2) -> list[str]:
         return [f"embedding {p.dim}"] + ([f"vocab {p.vocab}"] if p.vocab else [])
 
     @classmethod
@@ -94,7 +94,7 @@ class PosEmbed(Op):
         return p.length * ins[0].shape[2], 0
 
     @classmethod
-    def summary(cls, p) -> list[str]:
+    def summary(cls, p, dims: int = 2) -> list[str]:
         return [f"posembed {p.length}"]
 
     @classmethod

@@ -50,7 +50,7 @@ class Concat(Op):
         return TensorType(tuple(shape), ins[0].dtype)
 
     @classmethod
-    def summary(cls, p) -> list[str]:
+    def summary(cls, p, dims: int = 2) -> list[str]:
         return ["concat"] + ([f"axis {p.axis}"] if p.axis != 1 else [])
 
     @classmethod
@@ -58,7 +58,6 @@ class Concat(Op):
         from tinygrad import Tensor
 
         return lambda *xs: Tensor.cat(*xs, dim=p.axis) if len(xs) > 1 else xs[0]
-
 
 
 class AddParams(OpParams):
@@ -90,7 +89,7 @@ class Add(Op):
             raise f
 
     @classmethod
-    def summary(cls, p) -> list[str]:
+    def summary(cls, p, dims: int = 2) -> list[str]:
         return ["add (residual)" if p.residual else "add"]
 
     @classmethod
@@ -102,7 +101,6 @@ class Add(Op):
             return y
 
         return add
-
 
 
 class MultiplyParams(OpParams):
@@ -133,7 +131,6 @@ class Multiply(Op):
         return mul
 
 
-
 class ArithParams(OpParams):
     op: Literal["arith"] = "arith"
     fn: Literal["add", "sub", "mul", "div", "pow"]
@@ -159,7 +156,7 @@ class Arith(Op):
         return broadcast(ctx, ins, "arithmetic")
 
     @classmethod
-    def summary(cls, p) -> list[str]:
+    def summary(cls, p, dims: int = 2) -> list[str]:
         sym = {"add": "+", "sub": "−", "mul": "×", "div": "÷", "pow": "^"}[p.fn]
         left = f"{p.left:g} " if p.left is not None else ""
         right = f" {p.right:g}" if p.right is not None else ""
@@ -182,7 +179,6 @@ class Arith(Op):
             return a**b
 
         return arith
-
 
 
 def _who(ctx, i: int) -> str:

@@ -87,7 +87,7 @@ class Pad(Op):
         return lambda t: t.pad(pairs, mode=mode)
 
     @classmethod
-    def summary(cls, p: PadParams) -> list[str]:
+    def summary(cls, p: PadParams, dims: int = 2) -> list[str]:
         words = ["pad"]
         if p.padding:
             words.append(

@@ -47,7 +47,10 @@ class Pool(Op):
         if p.scope != "window":
             given = [k for k in ("kernel", "stride", "padding", "ceil") if k in p.model_fields_set]
             if given:
-                raise ShapeFail(f"{ctx.name()} {p.scope} pooling takes no '{given[0]}'", help=f"{'the output size is given with size N' if p.scope == 'adaptive' else 'it pools the whole map'}; remove '{given[0]}'")
+                raise ShapeFail(
+                    f"{ctx.name()} {p.scope} pooling takes no '{given[0]}'",
+                    help=f"{'the output size is given with size N' if p.scope == 'adaptive' else 'it pools the whole map'}; remove '{given[0]}'",
+                )
         if p.scope == "global":
             return TensorType(x.shape[:2] + (1,) * n, x.dtype)
         if p.scope == "adaptive":
@@ -88,12 +91,12 @@ class Pool(Op):
         return TensorType(x.shape[:2] + tuple(out), x.dtype)
 
     @classmethod
-    def summary(cls, p: PoolParams) -> list[str]:
+    def summary(cls, p: PoolParams, dims: int = 2) -> list[str]:
         if p.scope == "global":
             return [f"pool global {p.kind}"]
         if p.scope == "adaptive":
             return [f"pool adaptive {p.kind}", f"→ {'×'.join(map(str, p.size)) if isinstance(p.size, tuple) else p.size}"]
-        k = p.kernel if isinstance(p.kernel, tuple) else (p.kernel, p.kernel)
+        k = p.kernel if isinstance(p.kernel, tuple) else (p.kernel,) * dims
         words = [f"pool {p.kind}", "×".join(map(str, k))]
         stride = p.stride if p.stride is not None else p.kernel
         if stride != 1:

@@ -92,7 +92,7 @@ class _Recurrent(Op):
         return layer
 
     @classmethod
-    def summary(cls, p) -> list[str]:
+    def summary(cls, p, dims: int = 2) -> list[str]:
         words = [f"{cls.name} {p.hidden}"]
         if p.layers > 1:
             words.append(f"×{p.layers} layers")

@@ -34,7 +34,6 @@ class Flatten(Op):
         return lambda x: x.flatten(p.start)
 
 
-
 class ReshapeParams(OpParams):
     op: Literal["reshape"] = "reshape"
     shape: tuple[Dim, ...]
@@ -87,7 +86,6 @@ class Reshape(Op):
         return lambda x: x.reshape(x.shape[0], *dims)
 
 
-
 class PermuteParams(OpParams):
     op: Literal["permute"] = "permute"
     #: a permutation of 1..rank−1 (N stays first), as Keras' Permute
@@ -117,7 +115,6 @@ class Permute(Op):
         return lambda x: x.permute(0, *p.dims)
 
 
-
 class UpsampleParams(OpParams):
     op: Literal["upsample"] = "upsample"
     scale: Size = 2
@@ -144,7 +141,7 @@ class Upsample(Op):
         return TensorType(x.shape[:2] + tuple(dmul(d, s) for d, s in zip(x.shape[2:], scale)), x.dtype)
 
     @classmethod
-    def summary(cls, p: UpsampleParams) -> list[str]:
+    def summary(cls, p: UpsampleParams, dims: int = 2) -> list[str]:
         return ["upsample", f"×{p.scale}", p.mode]
 
     @classmethod

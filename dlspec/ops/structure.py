@@ -39,7 +39,7 @@ class Input(Op):
         return TensorType((N, *shape), dtype, p.vocab)
 
     @classmethod
-    def summary(cls, p: InputParams) -> list[str]:
+    def summary(cls, p: InputParams, dims: int = 2) -> list[str]:
         return ["input"]
 
 
@@ -119,7 +119,7 @@ class Cell(Op):
         return CellLayer(p, Hidden((body, layers)))
 
     @classmethod
-    def summary(cls, p: CellParams) -> list[str]:
+    def summary(cls, p: CellParams, dims: int = 2) -> list[str]:
         return [f"cell {p.cell}", "sequences" if p.sequences else "last"]
 
 
