@@ -132,6 +132,7 @@ class Expander:
         self.seen: set[tuple] = set()
         self.share: list[tuple[str, str]] = []  # (new prefix, owner prefix)
         self.calls: list[str] = []  # blocks being expanded, for recursion
+        self.sym_dims: dict[str, str] = {}  # symbolic input sizes (``T``) → the input declaring them
 
     # ---- entry --------------------------------------------------------------
 
@@ -258,6 +259,7 @@ class Expander:
         for d in st.shape.items:
             if isinstance(d, A.Name) and d.id not in scope.names:
                 dims.append(d.id)
+                self.sym_dims.setdefault(d.id, st.name)
                 continue
             v = self.value(d, scope)
             if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, int) and v <= 0):
@@ -813,6 +815,12 @@ class Expander:
             return self.layer(ops.get(e.id), (), scope, e.span)
         if e.id in self.defs:
             return BlockCall(self.defs[e.id], (), {}, {}, None, e.span)
+        if e.id in self.sym_dims:  # `reshape [T, 4, 8]`
+            raise Fail(
+                f"'{e.id}' is a symbolic size of input '{self.sym_dims[e.id]}', known only at run time, not a value",
+                e.span,
+                help="in 'reshape', write -1 for the one size to infer: 'reshape [-1, 4, 8]'",
+            )
         raise Fail(self.unknown(e.id, scope), e.span)
 
     def unknown(self, word: str, scope: Scope) -> str:

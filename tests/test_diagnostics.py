@@ -18,6 +18,11 @@ CASES = {
         "model M {\n  input x: [3]\n}\n}\n",
         "t.dl:4:1: error: unmatched '}'\n  |\n4 | }\n  | ^\nhelp: remove it, or add the '{' it should close",
     ),
+    "symbolic_size_as_value": (
+        "model M {\n  input x: [T, 32]\n  reshape [T, 4, 8]\n}\n",
+        "t.dl:3:12: error: 'T' is a symbolic size of input 'x', known only at run time, not a value\n  |\n3 |   reshape [T, 4, 8]\n"
+        "  |            ^\nhelp: in 'reshape', write -1 for the one size to infer: 'reshape [-1, 4, 8]'",
+    ),
     "stray_comma": (
         "model M {\n  input x: [3]\n  dense 10,\n}\n",
         "t.dl:3:11: error: stray ',' at the end of the arguments\n  |\n3 |   dense 10,\n  |           ^\nhelp: remove the ','",
