@@ -28,14 +28,12 @@ from typing import Any
 
 from tinygrad import Tensor, dtypes
 
+from .trainspec import LOSS_OPTIONS
+
 __all__ = ["LOSSES", "METRICS", "loss", "metric"]
 
 LOSSES = ("cross_entropy", "nll", "bce", "bce_logits", "mse", "l1", "huber")
 METRICS = ("accuracy", "top5", "loss")
-LOSS_OPTIONS: dict[str, frozenset[str]] = {
-    "cross_entropy": frozenset({"label_smoothing"}),
-    "huber": frozenset({"delta"}),
-}
 
 
 def _class_target(name: str, output: Tensor, target: Tensor) -> Tensor:

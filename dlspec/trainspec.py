@@ -100,6 +100,18 @@ OPTIMIZER_OPTIONS = {
     "adamw": {"lr", "beta1", "beta2", "eps", "weight_decay"},
 }
 
+#: options that make sense only for some losses
+LOSS_OPTIONS = {"cross_entropy": frozenset({"label_smoothing"}), "huber": frozenset({"delta"})}
+
+
+def _allowed(key: str, value: Any, opts: dict[str, Any]) -> Any:
+    """The options ``key value`` takes: per optimizer and per loss, else the setting's."""
+    if key in ("optimizer", "d_optimizer", "g_optimizer"):
+        return OPTIMIZER_OPTIONS.get(value, opts)
+    if key == "loss":
+        return LOSS_OPTIONS.get(value, frozenset())
+    return opts
+
 
 def validate(train: A.Train, models: dict[str, Span], evaluate) -> tuple[TrainSpec | None, list[Diagnostic]]:
     """Check one ``train`` section. ``evaluate(expr)`` gives an argument's value."""
@@ -191,14 +203,13 @@ def _setting(st: A.Stmt, evaluate) -> Setting:
         k = args.pop(0)
         if not isinstance(k, A.Name):
             raise _Bad(f"expected an option name of '{key}'", k.span)
-        allowed = OPTIMIZER_OPTIONS.get(value, opts) if key in ("optimizer", "d_optimizer", "g_optimizer") else opts
+        allowed = _allowed(key, value, opts)
         if k.id not in allowed:
-            what = f"optimizer {value}" if key.endswith("optimizer") else f"'{key}'"
-            raise _Bad(
-                f"unknown option '{k.id}' for {what}{suggest(k.id, allowed)}",
-                k.span,
-                help=("options: " + ", ".join(sorted(allowed))) if allowed else f"'{key}' takes no options",
-            )
+            what = f"optimizer {value}" if key.endswith("optimizer") else f"loss {value}" if key == "loss" else f"'{key}'"
+            help = ("options: " + ", ".join(sorted(allowed))) if allowed else f"{what} takes no options"
+            if k.id == "label_smoothing":
+                help += "; a GAN's label smoothing is a setting of its own: 'label_smoothing 0.1'"
+            raise _Bad(f"unknown option '{k.id}' for {what}{suggest(k.id, allowed)}", k.span, help=help)
         if not args:
             raise _Bad(f"option '{k.id}' needs a value", k.span)
         v = args.pop(0)

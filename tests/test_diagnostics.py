@@ -215,6 +215,16 @@ CASES = {
         "model M {\n  input x: [3]\n}\ntrain M {\n  optimizer sgd beta1 0.9\n}\n",
         "t.dl:5:17: error: unknown option 'beta1' for optimizer sgd\n  |\n5 |   optimizer sgd beta1 0.9\n  |                 ^~~~~\nhelp: options: lr, momentum, nesterov, weight_decay",
     ),
+    "train_option_for_other_loss": (
+        "model M {\n  input x: [3]\n}\ntrain M {\n  loss cross_entropy delta 2\n}\n",
+        "t.dl:5:22: error: unknown option 'delta' for loss cross_entropy\n  |\n5 |   loss cross_entropy delta 2\n  |                      ^~~~~\n"
+        "help: options: label_smoothing",
+    ),
+    "train_loss_without_options": (
+        "model M {\n  input x: [3]\n}\ntrain M {\n  loss mse label_smoothing 0.1\n}\n",
+        "t.dl:5:12: error: unknown option 'label_smoothing' for loss mse\n  |\n5 |   loss mse label_smoothing 0.1\n  |            ^~~~~~~~~~~~~~~\n"
+        "help: loss mse takes no options; a GAN's label smoothing is a setting of its own: 'label_smoothing 0.1'",
+    ),
     "train_unknown_optimizer": (
         "model M {\n  input x: [3]\n}\ntrain M {\n  optimizer adamm lr 0.1\n}\n",
         "t.dl:5:13: error: unknown optimizer 'adamm' — did you mean 'adam'?\n  |\n5 |   optimizer adamm lr 0.1\n  |             ^~~~~\nhelp: one of sgd, rmsprop, adagrad, ftrl, adam, adamw",

@@ -123,8 +123,6 @@ def resolve(prog, spec_path: str, section, overrides: dict[str, Any]) -> Objecti
         if s["loss"].value not in LOSSES[kind]:
             raise _err(f"'train {kind}' cannot use loss '{s['loss'].value}'", s["loss"].span, help="one of " + ", ".join(LOSSES[kind]))
         cfg["loss"], cfg["loss_options"] = s["loss"].value, dict(s["loss"].options)
-        if "label_smoothing" in cfg["loss_options"]:
-            raise _err("label smoothing of a GAN is the 'label_smoothing ε' setting", s["loss"].span)
     if "optimizer" in s:
         opts = dict(s["optimizer"].options)
         cfg["optimizer"] = s["optimizer"].value
