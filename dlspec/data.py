@@ -988,7 +988,8 @@ class Loader:
 
     Epoch ``e``'s order is a seeded permutation of ``(seed, e)``; batch ``k``'s augmentation is
     drawn from ``(seed, e, k)``; so ``epoch(e, start_step=k)`` yields exactly batches ``k, k+1, …``
-    of ``epoch(e)``. The last batch is partial (its true size) unless ``drop_last``.
+    of ``epoch(e)``. The last batch is partial (its true size) unless ``drop_last`` (or, with
+    ``drop_single``, when it would hold one sample: that epoch skips it, a different one each epoch).
     ``augment`` (images only): a random crop after zero-padding by ``pad`` pixels, plus a
     horizontal flip with probability ½ when ``flip`` (default: ``ds.hflip``, true for CIFAR).
     Augmentation applies to the [0, 1] pixels, then ``(x − mean) / std`` if ``mean``/``std`` are given.
@@ -1002,6 +1003,8 @@ class Loader:
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     drop_last: bool = False
+    #: skip a last batch of a single sample (batch norm cannot train on one value per channel)
+    drop_single: bool = False
     pad: int = 4
     flip: bool | None = None
     _mean: np.ndarray | None = field(init=False, repr=False, default=None)
@@ -1033,7 +1036,7 @@ class Loader:
 
     def steps_per_epoch(self) -> int:
         n, b = len(self.ds), int(self.batch)
-        return n // b if self.drop_last else -(-n // b)
+        return n // b if self.drop_last or (self.drop_single and n % b == 1 and n > 1) else -(-n // b)
 
     def __len__(self) -> int:
         return self.steps_per_epoch()

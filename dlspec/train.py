@@ -228,7 +228,8 @@ class Trainer:
             mean, std = self.normalization
         self.mean, self.std = mean, std
         self.train_data, self.val_data, self.test_data = train, val, test
-        self.loader = data.Loader(train, c.batch, c.seed, shuffle=True, augment=c.augment, mean=mean, std=std)
+        has_bn = any(n.op == "batchnorm" for n in self.prog.ir(c.model).nodes)
+        self.loader = data.Loader(train, c.batch, c.seed, shuffle=True, augment=c.augment, mean=mean, std=std, drop_single=has_bn)
         self.eval_loaders = {
             name: data.Loader(ds, c.batch, c.seed, shuffle=False, augment=False, mean=mean, std=std)
             for name, ds in (("val", val), ("test", test))

@@ -258,7 +258,8 @@ def groupnorm(x, groups, w, b, eps=1e-5):
 
 
 def mha(q, kv, P, prefix, heads, keep=None):
-    """``nn.MultiheadAttention(batch_first=True)`` with ``keep`` (True = attend) broadcast to (N, h, T_q, T_k)."""
+    """``nn.MultiheadAttention(batch_first=True)`` with ``keep`` (True = attend) broadcast to (N, h, T_q, T_k);
+    a query that may attend to no key gets a zero attention output (then ``out_proj``'s bias)."""
     n, tq, d = q.shape
     tk, dh = kv.shape[1], d // heads
     w, b = P[prefix + ".in_proj_weight"], P.get(prefix + ".in_proj_bias", np.zeros(3 * d))
@@ -269,9 +270,12 @@ def mha(q, kv, P, prefix, heads, keep=None):
 
     Q, K, V = split(Q, tq), split(K, tk), split(V, tk)
     s = Q @ K.transpose(0, 1, 3, 2) / math.sqrt(dh)
-    if keep is not None:
-        s = np.where(keep, s, -np.inf)
-    o = (softmax(s) @ V).transpose(0, 2, 1, 3).reshape(n, tq, d)
+    seen = True
+    if keep is not None:  # a query with no key to attend to gets 0 (scaled_dot_product_attention's rule)
+        keep = np.broadcast_to(keep, s.shape)
+        seen = keep.any(-1, keepdims=True)
+        s = np.where(keep | ~seen, s, -np.inf)
+    o = np.where(seen, softmax(s) @ V, 0).transpose(0, 2, 1, 3).reshape(n, tq, d)
     return o @ P[prefix + ".out_proj.weight"].T + P.get(prefix + ".out_proj.bias", 0)
 
 

@@ -98,6 +98,7 @@ model Pools {
   output max_pad = x -> pool max kernel 3 stride 2 padding 1
   output avg_ceil = x -> pool avg kernel 4 stride 3 padding 1 ceil
   output avg_excl = x -> pool avg kernel 3 stride 2 padding 1 count_include_pad false
+  output avg_same = x -> pool avg kernel 4 stride 2 same
   output avg_ceil_nopad = x -> pool avg kernel 2 ceil
   output gavg = x -> pool global avg
   output gmax = x -> pool global max
@@ -117,6 +118,8 @@ def test_pooling():
             pool2d(x, "max", (3, 3), (2, 2), ((1, 1), (1, 1))),
             pool2d(x, "avg", (4, 4), (3, 3), ((1, 1), (1, 1)), ceil=True),
             pool2d(x, "avg", (3, 3), (2, 2), ((1, 1), (1, 1)), count_include_pad=False),
+            # TF's same: out ⌈5/2⌉, ⌈7/2⌉; total padding 3 each way, 1 before, 2 after; real values only
+            pool2d(x, "avg", (4, 4), (2, 2), ((1, 2), (1, 2)), count_include_pad=False),
             pool2d(x, "avg", (2, 2), (2, 2), ceil=True),
             x.mean(axis=(2, 3), keepdims=True),
             x.max(axis=(2, 3), keepdims=True),
@@ -212,6 +215,18 @@ model Acts {
 """
 
 
+def test_batchnorm_refuses_to_train_on_one_value_per_channel():
+    from dlspec.errors import BackendError
+
+    net = build("model B {\n  input v: [3]\n  batchnorm\n}")
+    with pytest.raises(
+        BackendError, match=r"batchnorm 'batchnorm1' needs more than 1 value per channel when training, got input of shape \(1, 3\)"
+    ):
+        run(net, {"v": randn(1, 3)}, train=True)
+    outs, _, _ = run(net, {"v": randn(1, 3)})  # eval: running statistics, fine
+    assert outs[0].shape == (1, 3)
+
+
 def test_activations():
     net = build(ACTS)
     sd = net.state_dict()
@@ -249,6 +264,29 @@ def test_activations():
     outs, _, _ = run(net, {"x": np.full((2, 4, 5), 1.5)})
     assert abs(outs[8][0, 0, 0] - gelu(np.array(1.5))) < 1e-6
     assert abs(outs[8][0, 0, 0] - outs[9][0, 0, 0]) > 5e-5
+
+
+def test_activation_gradients_at_zero_and_far_out_as_pytorch():
+    """Where the two pieces meet (x = 0) PyTorch takes the left piece's slope for elu, leaky
+    relu and PReLU, and 0 for relu; far out on the positive side nothing overflows."""
+    net = build(
+        "model Z {\n  input x: [5]\n  output r = x -> relu\n  output e = x -> elu 0.7\n"
+        "  output l = x -> leaky_relu 0.2\n  output p = x -> prelu\n}"
+    )
+    x = np.array([[-1.0, 0.0, 0.0, 1.0, 200.0]])
+    outs, rs, grads = run(net, {"x": x})
+    assert np.isfinite(outs[1]).all() and outs[1][0, 4] == 200.0
+    # d/dx at (-1, 0, 0, 1, 200), by hand: relu 0 0 0 1 1; elu 0.7·e^-1, 0.7, 0.7, 1, 1;
+    # leaky 0.2 0.2 0.2 1 1; prelu (a = 0.25) 0.25 0.25 0.25 1 1
+    slopes = [
+        [0, 0, 0, 1, 1],
+        [0.7 * np.exp(-1), 0.7, 0.7, 1, 1],
+        [0.2, 0.2, 0.2, 1, 1],
+        [0.25, 0.25, 0.25, 1, 1],
+    ]
+    close(grads["x"], sum(r * np.array([s]) for r, s in zip(rs, slopes)), "input gradient")
+    # PReLU's a: d/da = x where x ≤ 0, so only the -1 counts
+    close(grads["p.weight"], [-rs[3][0, 0]], "prelu weight gradient")
 
 
 def test_binary_step_straight_through():
@@ -310,9 +348,10 @@ def test_attention():
     assert "cross.in_proj_bias" not in sd and "cross.out_proj.bias" not in sd
     assert np.all(sd["self_causal.in_proj_bias"].numpy() == 0) and np.all(sd["self_causal.out_proj.bias"].numpy() == 0)
     randomize(net)
-    key_mask = np.array([[True, False, True, True], [False, False, True, False]])
+    # sample 0 of key_mask and row 0 of sample 1 of causal & qk_mask allow no key at all
+    key_mask = np.array([[False, False, False, False], [False, False, True, False]])
     qk_mask = np.array(
-        [[[True, False, True], [False, True, True], [True, True, True]], [[True, True, False], [True, True, True], [False, True, True]]]
+        [[[True, False, True], [False, True, True], [True, True, True]], [[False, True, False], [True, True, True], [False, True, True]]]
     )
     causal = np.tril(np.ones((3, 3), bool))
 
@@ -324,7 +363,9 @@ def test_attention():
             mha(q, m, P, "cross", 2),
         ]
 
-    check(net, ref, {"q": randn(2, 3, 6), "m": randn(2, 4, 6), "key_mask": key_mask, "qk_mask": qk_mask})
+    outs, _ = check(net, ref, {"q": randn(2, 3, 6), "m": randn(2, 4, 6), "key_mask": key_mask, "qk_mask": qk_mask})
+    # no NaN: a fully masked query's output is out_proj's bias alone, as in PyTorch
+    close(outs[1][0], np.broadcast_to(net.state_dict()["cross_masked.out_proj.bias"].numpy(), (3, 6)), "fully masked queries")
 
 
 # ---- recurrent ---------------------------------------------------------------------------------------

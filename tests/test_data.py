@@ -551,6 +551,17 @@ def test_loader_batches_partial_last_batch_and_drop_last():
         D.Loader(ds, 0, seed=0)
 
 
+def test_loader_drop_single_skips_only_a_last_batch_of_one():
+    # 9 = 4 + 4 + 1: the lone sample is skipped (batch norm cannot train on it), a different one each epoch
+    single = D.Loader(tagged(9), 4, seed=0, drop_single=True)
+    assert single.steps_per_epoch() == 2 and [len(y) for _, y in single.epoch(0)] == [4, 4]
+    left = [set(range(9)) - set(np.concatenate([x[:, 0, 0, 0] for x, _ in single.epoch(e)]).astype(int)) for e in range(6)]
+    assert all(len(s) == 1 for s in left) and len(set().union(*left)) > 1
+    # 10 = 4 + 4 + 2 and 1 = 1: kept as they are
+    assert [len(y) for _, y in D.Loader(tagged(10), 4, seed=0, drop_single=True).epoch(0)] == [4, 4, 2]
+    assert [len(y) for _, y in D.Loader(tagged(1), 4, seed=0, drop_single=True).epoch(0)] == [1]
+
+
 def test_loader_is_a_pure_function_of_seed_and_epoch():
     ds = D.load("shapes", length=103)
     run = lambda seed, epoch, start=0: list(D.Loader(ds, 16, seed=seed, augment=True).epoch(epoch, start))

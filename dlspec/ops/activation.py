@@ -255,14 +255,21 @@ def _axis_checked(p, ins, ctx):
 
 
 class PreluLayer:
-    """``max(0, x) + a·min(0, x)`` with ``weight`` a (1 or C,) as PyTorch's PReLU."""
+    """``x if x > 0 else a·x`` with ``weight`` a (1 or C,) as PyTorch's PReLU (slope ``a`` at 0)."""
 
     def __init__(self, weight):
         self.weight = weight
 
     def __call__(self, x):
         a = self.weight if self.weight.shape[0] == 1 or x.ndim < 2 else self.weight.reshape(1, -1, *([1] * (x.ndim - 2)))
-        return x.maximum(0) + a * x.minimum(0)
+        return (x > 0).where(x, a * x)
+
+
+def _elu(x, alpha: float):
+    """As PyTorch, gradient included: ``alpha`` at exactly 0 (tinygrad's ``elu`` gives 0 there).
+    The exp sees only the non-positive part, so a large x never overflows into the gradient."""
+    neg = (x > 0).where(0, x)
+    return (x > 0).where(x, alpha * (neg.exp() - 1))
 
 
 def _step(x, p):
@@ -291,8 +298,8 @@ FUNCTIONS = {
     "softmax": lambda x, p: x.softmax(axis=p.axis),
     "log_softmax": lambda x, p: x.log_softmax(axis=p.axis),
     "maxout": _maxout,
-    "elu": lambda x, p: x.elu(alpha=p.alpha),
-    "leaky_relu": lambda x, p: x.leaky_relu(neg_slope=p.slope),
+    "elu": lambda x, p: _elu(x, p.alpha),
+    "leaky_relu": lambda x, p: (x > 0).where(x, p.slope * x),
     "gelu": lambda x, p: 0.5 * x * (1 + (x * 0.7071067811865476).erf()) if p.approximate == "none" else x.gelu(),
     "softplus": lambda x, p: x.softplus(beta=p.beta),
 }

@@ -132,9 +132,16 @@ class AttentionLayer:
         if p.causal:
             # query i sees keys 0..i (PyTorch's scaled_dot_product_attention(is_causal=True), top-left aligned)
             keep = Tensor.ones(tq, tk, device=q.device, dtype="bool").tril(0)
+        seen = None
         if mask is not None:
             m = mask.cast("bool").reshape(n, *([1] * (4 - mask.ndim)), *mask.shape[1:])
             keep = m if keep is None else keep & m
+            # a query with every key masked: output 0 as PyTorch's scaled_dot_product_attention,
+            # not the NaN of a softmax over −∞ alone (which would spread to the loss and gradients)
+            seen = keep.any(-1, keepdim=True)
+            keep = keep | seen.logical_not()
         att = qh.scaled_dot_product_attention(kh, vh, attn_mask=keep, dropout_p=p.dropout if TRAINING else 0.0)
+        if seen is not None:
+            att = seen.where(att, 0)
         y = att.transpose(1, 2).reshape(n, tq, d)
         return y.linear(self.out_proj.weight.T, getattr(self.out_proj, "bias", None))

@@ -52,6 +52,19 @@ class BatchNorm(Op):
             it in place, so a TinyJit-replayed training step never counted; this one assigns."""
 
             def __call__(self, x):
+                from tinygrad.helpers import TRAINING
+
+                from ..errors import BackendError, Diagnostic
+
+                if TRAINING and x.numel() <= x.shape[1]:  # the unbiased variance would divide by 0
+                    raise BackendError(
+                        Diagnostic(
+                            f"batchnorm '{node.path}' needs more than 1 value per channel when training, "
+                            f"got input of shape {tuple(x.shape)}",
+                            node.span,
+                            help="train with a batch of 2 or more samples (or evaluate in the eval phase)",
+                        )
+                    )
                 counter = self.num_batches_tracked
                 out = super().__call__(x)
                 if self.num_batches_tracked is not counter:

@@ -19,7 +19,9 @@ class PoolParams(OpParams):
     padding: Padding = 0
     dilation: Size = 1
     ceil: bool = False
-    count_include_pad: bool = True
+    #: average pooling divides by the padded window (PyTorch); unset: true, except with
+    #: ``padding same``, which averages the real values only (TensorFlow/Keras)
+    count_include_pad: bool | None = None
     #: output size of adaptive pooling
     size: Size | None = None
 
@@ -166,15 +168,16 @@ class PoolLayer:
                 x = x.pad(((0, 0), (0, 0), *full), value=float("-inf"))
             return x.max_pool2d(kernel_size=k, stride=s, dilation=d)
         # average: divide by the window's size counting padding (count_include_pad) but never the ceil overhang
+        include_pad = p.count_include_pad if p.count_include_pad is not None else p.padding != "same"
         full = [(pb, pa + e) for (pb, pa), e in zip(pairs, extra)]
         xp = x.pad(((0, 0), (0, 0), *full)) if any(a or b for a, b in full) else x
         total = xp.avg_pool2d(kernel_size=k, stride=s, dilation=d)
-        if not any(extra) and (p.count_include_pad or not any(a or b for a, b in pairs)):
+        if not any(extra) and (include_pad or not any(a or b for a, b in pairs)):
             return total
         from tinygrad import Tensor
 
         ones = Tensor.ones(1, 1, *x.shape[2:], device=x.device, dtype=x.dtype)
-        if p.count_include_pad:
+        if include_pad:
             ones = ones.pad(((0, 0), (0, 0), *pairs), value=1.0)
             ones = ones.pad(((0, 0), (0, 0), *[(0, e) for e in extra]))
         else:
