@@ -251,6 +251,56 @@ def test_compiled_matches_eager_and_rebuilds_per_batch_size():
     assert len(net._meta.value["jits"]) == 2
 
 
+def test_compiled_outputs_are_its_own_and_follow_the_phase():
+    net = build("model K {\n  input x: [4]\n  dense 4 -> batchnorm -> dropout 0.5\n}")
+    step = net.compiled()
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((3, 4)).astype(np.float32) for _ in range(4)]
+    kept = [step(Tensor(x)) for x in xs]  # a later call must not overwrite an earlier result
+    for x, y in zip(xs, kept):
+        close(y.numpy(), net(Tensor(x)).numpy(), "kept output", atol=1e-6)
+    # training phase, from the net's own mode: batch-norm statistics move on every call
+    sd = net.state_dict()
+    net.train()
+    for x in xs:
+        step(Tensor(x))
+    assert int(sd["batchnorm1.num_batches_tracked"].numpy()) == 4
+    want = np.zeros(4)
+    w, b = sd["dense1.weight"].numpy().astype(np.float64), sd["dense1.bias"].numpy().astype(np.float64)
+    for x in xs:  # running_mean ← 0.9·running_mean + 0.1·batch mean, as torch.nn.BatchNorm1d
+        want = 0.9 * want + 0.1 * (x @ w.T + b).mean(0)
+    close(sd["batchnorm1.running_mean"].numpy(), want, "running mean after 4 compiled training calls", atol=1e-5)
+    assert len([k for k in net._meta.value["jits"] if k[0]]) == 1  # one training step, replayed
+
+
+def test_phase_follows_tinygrads_context_unless_the_net_sets_one():
+    from tinygrad import Context
+
+    net = build("model P {\n  input x: [200]\n  dropout 0.5\n}")
+    x = Tensor(np.ones((2, 200), np.float32))
+    assert (net(x).numpy() == 1).all()  # evaluation by default (TRAINING is 0)
+    with Context(TRAINING=1):
+        assert net.training and (net(x).numpy() == 0).any()
+        net.eval()
+        assert (net(x).numpy() == 1).all()  # the net's own phase wins over the context
+    net.train(None)
+    with net.phase(True):
+        assert (net(x).numpy() == 0).any()
+    assert not net.training
+
+
+def test_compiled_notices_weights_replaced_by_tinygrad():
+    from tinygrad.nn.state import load_state_dict
+
+    net = build("model L {\n  input x: [3]\n  dense 2\n}")
+    step = net.compiled()
+    x = Tensor(np.ones((1, 3), np.float32))
+    for _ in range(3):  # captured and replayed
+        step(x)
+    load_state_dict(net, {"dense1.weight": Tensor(np.full((2, 3), 2, np.float32)), "dense1.bias": Tensor([1.0, -1.0])}, verbose=False)
+    assert step(x).numpy().tolist() == [[7.0, 5.0]]  # 2+2+2+1, 2+2+2−1
+
+
 def test_compiled_recurrent_matches_eager():
     """Recurrent layers run their steps eagerly (dlspec.backend.scan); a compiled step that
     records and replays them must still give the eager numbers."""
@@ -382,7 +432,7 @@ def test_name_map_dict_and_file(tmp_path):
     assert all(np.array_equal(want[k], v) for k, v in state(dst2).items())
 
 
-def write_pth(path, tensors: dict[str, np.ndarray]) -> None:
+def write_pth(path, tensors: dict[str, np.ndarray], wrap: str | None = None) -> None:
     """A PyTorch zip checkpoint written by hand (``torch.save`` of a state dict): ``archive/data.pkl``
     pickles an OrderedDict of ``torch._utils._rebuild_tensor_v2(storage, offset, size, stride,
     requires_grad, hooks)`` whose storages are persistent ids ``('storage', torch.FloatStorage,
@@ -428,7 +478,7 @@ def write_pth(path, tensors: dict[str, np.ndarray]) -> None:
         import io
 
         buf = io.BytesIO()
-        Pickler(buf, protocol=2).dump(od)
+        Pickler(buf, protocol=2).dump(od if wrap is None else {"epoch": 3, wrap: od})
     finally:
         for m, mod in saved.items():
             if mod is None:
@@ -471,6 +521,45 @@ def test_real_pytorch_checkpoints(tmp_path):
     write_pth(tmp_path / "hand.pth", {k: v for k, v in want.items()})
     back = torch.load(tmp_path / "hand.pth", weights_only=True)
     assert list(back) == list(want) and all(np.array_equal(back[k].numpy(), want[k]) for k in want)
+
+
+def test_checkpoint_wrappers_formats_by_content_and_name_clashes(tmp_path):
+    from dlspec.backend.tinygrad import save_state
+
+    src = build(SMALL, seed=4)
+    want = state(src)
+
+    def loads(path, name_map=None):
+        dst = build(SMALL, seed=0)
+        dlspec.load_weights(dst, path, name_map)
+        return all(np.array_equal(want[k], v) for k, v in state(dst).items())
+
+    # the PyTorch tutorial's checkpoint: {"epoch": …, "model_state_dict": …}
+    write_pth(tmp_path / "ckpt.tar", {k: v.astype(np.int64 if k.endswith("tracked") else np.float32) for k, v in want.items()}, "model_state_dict")
+    assert loads(tmp_path / "ckpt.tar")  # a PyTorch zip, whatever its suffix
+    # a dlspec run's checkpoint (model.* and optim.* keys), and safetensors under a .bin name
+    sd = src.state_dict()
+    save_state({**{f"model.{k}": v for k, v in sd.items()}, "optim.step": Tensor([3])}, tmp_path / "last.safetensors")
+    assert loads(tmp_path / "last.safetensors")
+    save_state(sd, tmp_path / "weights.bin")
+    assert loads(tmp_path / "weights.bin")
+    # two of the file's tensors renamed to one key: an error, not a silent overwrite
+    save_state({**sd, "0.weight": sd["conv1.weight"], "0.bias": sd["conv1.bias"]}, tmp_path / "clash.safetensors")
+    with pytest.raises(dlspec.BackendError, match=r"the name map gives several of the file's tensors the same name \(conv1.weight, 0.weight → conv1.weight"):
+        loads(tmp_path / "clash.safetensors", {"0": "conv1"})
+    with pytest.raises(dlspec.UsageError, match="name_map must be a dict"):
+        loads(tmp_path / "weights.bin", [("0", "conv1")])
+
+
+def test_save_refuses_pytorch_names_and_missing_folders(tmp_path):
+    net = build(SMALL)
+    with pytest.raises(dlspec.UsageError, match="net.save writes safetensors, not PyTorch pickles: name the file 'm.safetensors'"):
+        net.save(tmp_path / "m.pt")
+    with pytest.raises(dlspec.UsageError, match="folder .*nodir does not exist"):
+        net.save(tmp_path / "nodir" / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(dlspec.UsageError, match="seed must be a whole number ≥ 0, got -1"):
+        build(SMALL, seed=-1)
 
 
 def test_unreadable_weights_file(tmp_path):

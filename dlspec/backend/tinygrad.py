@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes
+from tinygrad.helpers import TRAINING
 from tinygrad.nn.state import get_state_dict, safe_load, safe_save
 
 from .. import ops
@@ -126,7 +127,7 @@ class Net:
 
     def __init__(self, graph: Graph, shapes: Shapes, device: str | None = None, dtype: str = "float32"):
         object.__setattr__(
-            self, "_meta", Hidden({"graph": graph, "shapes": shapes, "device": device, "dtype": dtype, "train": False, "jits": {}})
+            self, "_meta", Hidden({"graph": graph, "shapes": shapes, "device": device, "dtype": dtype, "train": None, "jits": {}})
         )
 
     # metadata lives outside __dict__ so that get_state_dict only sees layers
@@ -155,23 +156,33 @@ class Net:
         return [o.name for o in self.graph.outputs]
 
     # ---- phases ----------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "Net":
-        """Run in the training phase by default (dropout on, batch statistics)."""
-        self._meta.value["train"] = bool(mode)
+    # The phase of a call: its ``train=`` argument, else the net's own (``train()``/``eval()``),
+    # else tinygrad's ``Context(TRAINING=…)`` (a new net follows the context: evaluation by default).
+    def train(self, mode: bool | None = True) -> "Net":
+        """Run in the training phase (dropout on, batch statistics); ``train(None)``: follow
+        tinygrad's ``TRAINING`` context again."""
+        self._meta.value["train"] = None if mode is None else bool(mode)
         return self
 
     def eval(self) -> "Net":
-        """Run in the evaluation phase by default (dropout off, running statistics)."""
+        """Run in the evaluation phase (dropout off, running statistics)."""
         return self.train(False)
 
     @property
     def training(self) -> bool:
-        return self._meta.value["train"]
+        """The phase a call without ``train=`` runs in now."""
+        mode = self._meta.value["train"]
+        return bool(TRAINING) if mode is None else mode
 
     @contextmanager
-    def phase(self, train: bool) -> Iterator[None]:
-        with Context(TRAINING=int(train)):
-            yield
+    def phase(self, train: bool) -> Iterator["Net"]:
+        """``with net.phase(True): …``: the net runs in that phase inside the block."""
+        old = self._meta.value["train"]
+        self._meta.value["train"] = bool(train)
+        try:
+            yield self
+        finally:
+            self._meta.value["train"] = old
 
     # ---- running -----------------------------------------------------------------------------
     def __call__(self, *args: Tensor, train: bool | None = None, **kwargs: Tensor) -> Tensor | tuple[Tensor, ...]:
@@ -224,22 +235,41 @@ class Net:
             out[name] = t
         return out
 
-    def compiled(self, train: bool = False):
-        """A TinyJit-compiled forward (one compiled step per input shapes/dtypes/phase; a new
-        batch size gets its own, never a stale replay)."""
+    def compiled(self, train: bool | None = None):
+        """A TinyJit-compiled forward, called like the net. One compiled step per input
+        shapes/dtypes/phase (a new batch size gets its own, never a stale replay); the phase is
+        ``train`` if given, else the net's at each call. Each call returns new tensors (the JIT's
+        own output buffers are overwritten by the next call). In the training phase batch-norm
+        statistics update on every call. Weights replaced behind the net's back (tinygrad's
+        ``load_state_dict``) are noticed, and the steps compiled again."""
+        named = self.state_dict()
+        tensors = list(named.values())
+        buffers = [t for k, t in named.items() if _is_buffer(k)]
 
         def run(*args: Tensor, **kwargs: Tensor):
             feeds = self._feeds(args, kwargs)
-            key = (train, tuple((n, tuple(t.shape), t.dtype) for n, t in sorted(feeds.items())))
-            jits = self._meta.value["jits"]
+            phase = self.training if train is None else bool(train)
+            pending = [t for t in tensors if not t.uop.is_realized]
+            if pending:
+                Tensor.realize(*pending)
+            meta = self._meta.value
+            jits, held = meta["jits"], _buffers_of(tensors)
+            if meta.get("jit_buffers") != held:  # new weight buffers: the compiled steps read the old ones
+                jits.clear()
+                meta["jit_buffers"] = held
+            key = (phase, tuple((n, tuple(t.shape), t.dtype) for n, t in sorted(feeds.items())))
             if key not in jits:
 
-                def step(**kw: Tensor):
-                    out = self(train=train, **kw)
-                    return tuple(o.realize() for o in out) if isinstance(out, tuple) else out.realize()
+                def step(**kw: Tensor) -> tuple[Tensor, ...]:
+                    out = self(train=phase, **kw)
+                    outs = out if isinstance(out, tuple) else (out,)
+                    Tensor.realize(*outs, *(buffers if phase else ()))
+                    return outs
 
                 jits[key] = TinyJit(step)
-            return jits[key](**{k: v.contiguous().realize() for k, v in feeds.items()})
+            outs = jits[key](**{k: v.contiguous().realize() for k, v in feeds.items()})
+            outs = tuple(o.clone().realize() for o in outs)
+            return outs if len(outs) > 1 else outs[0]
 
         return run
 
@@ -263,11 +293,27 @@ class Net:
 
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
         """Write every tensor to a safetensors file, atomically."""
+        if Path(path).suffix in TORCH_SUFFIXES:
+            raise UsageError(
+                f"net.save writes safetensors, not PyTorch pickles: name the file '{Path(path).with_suffix('.safetensors').name}'"
+                " (PyTorch files can be read by dlspec.load_weights, not written)"
+            )
         save_state(self.state_dict(), path, metadata)
 
     def __repr__(self) -> str:
         p, b = self.num_params()
         return f"<dlspec Net {self.graph.name}: {p:,} params, {b:,} buffers, device {self.device or Device.DEFAULT}>"
+
+
+def _buffers_of(tensors: list[Tensor]) -> tuple[int, ...]:
+    """Identities of the device buffers behind realized tensors."""
+    out = []
+    for t in tensors:
+        try:
+            out.append(id(t.uop.buffer))
+        except Exception:  # noqa: BLE001 - a multi-device tensor: its uop stands for it
+            out.append(id(t.uop))
+    return tuple(out)
 
 
 def _is_buffer(key: str) -> bool:
@@ -278,29 +324,46 @@ def _canon(device: str) -> str:
     return Device.canonicalize(device)
 
 
+#: tinygrad devices that store tensors but run no kernels
+STORAGE_DEVICES = ("DISK", "NPY", "TINYFS")
+
+
 def check_device(device: str | None) -> str:
     """The canonical device name, or a clear error listing the available ones."""
     if device is None:
-        return Device.DEFAULT
+        try:
+            return Device.DEFAULT
+        except Exception:  # noqa: BLE001 - e.g. DEV=FOO in the environment
+            import os
+
+            raise UsageError(
+                f"tinygrad's device setting DEV={os.environ.get('DEV', '')!r} names no usable device; available: {', '.join(available_devices())}"
+            ) from None
+    if device.split(":")[0].upper() in STORAGE_DEVICES:
+        raise UsageError(f"device '{device}' stores tensors but runs no models; available: {', '.join(available_devices())}")
     try:
         Device[device]
         return Device.canonicalize(device)
     except Exception:  # noqa: BLE001 - tinygrad raises many kinds here
-        avail = available_devices()
-        raise UsageError(f"device '{device}' is not available here; available: {', '.join(avail) or 'none'}") from None
+        raise UsageError(f"device '{device}' is not available here; available: {', '.join(available_devices())}") from None
 
 
 def available_devices() -> list[str]:
+    """Devices that can run models here: those tinygrad finds, plus NULL (runs nothing, for
+    shape checks) and PYTHON (a slow emulator), which it never picks by itself."""
     try:
-        return list(Device.get_available_devices())
+        found = list(Device.get_available_devices())
     except Exception:  # noqa: BLE001
-        return []
+        found = []
+    return [d for d in found if d not in STORAGE_DEVICES] + ["NULL", "PYTHON"]
 
 
 def build(graph: Graph, shapes: Shapes, device: str | None = None, seed: int = 0, dtype: str = "float32") -> Net:
     """Lower ``graph`` to a :class:`Net` with seeded PyTorch-default initialisation."""
     if dtype not in ("float32", "float16", "bfloat16"):
         raise UsageError(f"dtype must be float32, float16 or bfloat16, got '{dtype}'")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UsageError(f"seed must be a whole number ≥ 0, got {seed!r}")
     dev = check_device(device)
     net = Net(graph, shapes, dev, dtype)
     low = Lowering(graph, shapes)
@@ -310,7 +373,17 @@ def build(graph: Graph, shapes: Shapes, device: str | None = None, seed: int = 0
         for node in graph.nodes:
             if node.op in ("input", "step_in"):
                 continue
-            low.build(node)
+            try:
+                low.build(node)
+            except MemoryError:
+                total = sum(c.params + c.buffers for c in shapes.costs.values())
+                raise BackendError(
+                    Diagnostic(
+                        f"not enough memory to build {graph.name}: {total:,} values ({total * 4 / 2**30:.1f} GiB as float32),"
+                        f" initialised on the host in float64 ({total * 8 / 2**30:.1f} GiB); '{node.path}' did not fit",
+                        node.span,
+                    )
+                ) from None
     net._meta.value["layers"] = low.layers
     # place owned layers in the tree by path
     for node in graph.nodes:
@@ -422,6 +495,8 @@ def save_state(sd: dict[str, Tensor], path: str | Path, metadata: dict[str, str]
     import tempfile
 
     path = Path(path)
+    if not path.resolve().parent.is_dir():
+        raise UsageError(f"cannot write {path}: folder {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -435,26 +510,47 @@ def save_state(sd: dict[str, Tensor], path: str | Path, metadata: dict[str, str]
         raise
 
 
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+#: keys under which PyTorch checkpoints commonly keep the model's state dict
+WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "module")
+
+
+def _is_safetensors(path: Path) -> bool:
+    """safetensors: an 8-byte little-endian header length, then a JSON header."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size
+
+
 def read_weights(path: str | Path) -> dict[str, Tensor]:
-    """A safetensors or PyTorch (.pt/.pth, no PyTorch needed) state dict; clear errors for bad files."""
+    """A safetensors or PyTorch (no PyTorch needed) state dict, told apart by content; a
+    checkpoint's ``state_dict``/``model_state_dict``/… is unwrapped. Clear errors for anything else."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no such weights file: {path}")
+    safetensors = _is_safetensors(path)
+    kind = "safetensors" if safetensors else "PyTorch"
     try:
-        if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        if safetensors:
+            sd = safe_load(str(path))
+        else:
             from tinygrad.nn.state import torch_load
 
             sd = torch_load(str(path))
-            if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-                sd = sd["state_dict"]
-        else:
-            sd = safe_load(str(path))
     except Exception as e:  # noqa: BLE001 - any failure to read is the file's fault
-        raise BackendError(
-            f"{path}: not a readable {'PyTorch' if path.suffix in ('.pt', '.pth') else 'safetensors'} weights file ({type(e).__name__}: {e})"
-        ) from None
+        why = f"{type(e).__name__}: {e}"
+        if isinstance(e, KeyError) and str(e).strip("'") == "DoubleStorage":
+            why = "it holds float64 tensors, which tinygrad's reader does not take; save model.float().state_dict()"
+        elif isinstance(e, KeyError) and not safetensors:
+            why = f"it holds a pickled object ({e}), not a state dict; save model.state_dict() instead"
+        raise BackendError(f"{path}: not a readable {kind} weights file ({why})") from None
+    if isinstance(sd, dict) and not all(isinstance(v, Tensor) for v in sd.values()):
+        inner = next((sd[k] for k in WRAPPERS if isinstance(sd.get(k), dict) and sd[k]), None)
+        if inner is not None:
+            sd = inner
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
-        raise BackendError(f"{path}: does not hold a state dict of tensors")
+        found = ", ".join(f"{k} ({type(v).__name__})" for k, v in list(sd.items())[:12]) if isinstance(sd, dict) else type(sd).__name__
+        raise BackendError(f"{path}: does not hold a state dict of tensors (found {found}); the state dict may be under another key")
     return sd
 
 
@@ -465,10 +561,20 @@ def load_weights(net: Net, path: str | Path, name_map: dict[str, str] | str | Pa
     ``name_map``: ``{"file prefix or key": "spec prefix or key"}`` (or a path to a text file
     with ``file_name  spec_name`` lines) applied as prefix rewrites, longest first."""
     sd = read_weights(path)
+    run = all(k.startswith(("model.", "optim.")) for k in sd) and any(k.startswith("optim.") for k in sd)
+    if run and any(k.startswith("model.") for k in sd):  # a dlspec run's checkpoint: the model, not the optimizer
+        sd = {k[len("model.") :]: v for k, v in sd.items() if k.startswith("model.")}
     rules = _read_map(name_map)
-    renamed = {}
+    renamed: dict[str, Tensor] = {}
+    sources: dict[str, list[str]] = {}
     for k, v in sd.items():
-        renamed[_rename(k, rules)] = v
+        new_key = _rename(k, rules)
+        renamed[new_key] = v
+        sources.setdefault(new_key, []).append(k)
+    clashes = {k: v for k, v in sources.items() if len(v) > 1}
+    if clashes:
+        shown = "; ".join(f"{', '.join(v)} → {k}" for k, v in list(clashes.items())[:10])
+        raise BackendError(f"{path}: the name map gives several of the file's tensors the same name ({shown}); nothing was loaded")
     mine = net.state_dict()
     missing = [k for k in mine if k not in renamed]
     unexpected = [k for k in renamed if k not in mine]
@@ -509,6 +615,8 @@ def load_weights(net: Net, path: str | Path, name_map: dict[str, str] | str | Pa
 def _read_map(name_map) -> list[tuple[str, str]]:
     if name_map is None:
         return []
+    if not isinstance(name_map, (str, Path, dict)):
+        raise UsageError(f"name_map must be a dict {{'file name': 'spec name'}} or a file's path, got {type(name_map).__name__}")
     if isinstance(name_map, (str, Path)):
         p = Path(name_map)
         try:
