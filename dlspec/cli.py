@@ -192,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dlspec: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dlspec compile … | head`: the reader left; stop quietly, as other tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 0
     except Exception as e:  # noqa: BLE001 - the one place internal errors are turned into messages
         from .errors import DlspecError, UsageError, render_all
 

@@ -17,11 +17,19 @@ def _seq(text: str) -> tuple[str, int]:
     return name, int(value)
 
 
+def _positive(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+    return int(text)
+
+
 def _compile_args(p) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--model", help="the model to compile (default: every model of the file)")
     p.add_argument("--depth", type=int, default=None, help="collapse block calls nested deeper than this into one row")
-    p.add_argument("--batch", type=int, default=None, help="batch size for the training memory estimate")
+    p.add_argument("--batch", type=_positive, default=None, help="batch size for the training memory estimate and --verify (default 2)")
     p.add_argument("--optimizer", default=None, help="optimizer for the training memory estimate (default: the spec's, else adam)")
     p.add_argument(
         "--seq", type=_seq, action="append", default=[], metavar="T=LEN", help="bind a symbolic dim (e.g. T=128) for MACs and memory"
@@ -34,7 +42,7 @@ def _compile_args(p) -> None:
         help="build the model, run one random batch, and check runtime shapes and params against the static ones",
     )
     p.add_argument("--device", default=None, help="tinygrad device for --verify (CPU, CUDA, NV, METAL, AMD, …; default: tinygrad's choice)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="parameter dtype for --verify")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="parameter dtype for --verify (default float32)")
 
 
 def _compile(args) -> int:
@@ -43,18 +51,34 @@ def _compile(args) -> int:
     from . import load
     from .errors import DlspecError, render_all, to_json
 
+    from .errors import UsageError
+    from .shapes import free_names
+
     seq = dict(args.seq)
     try:
+        if not args.verify and (args.device is not None or args.dtype is not None):
+            raise UsageError("--device and --dtype apply to --verify (the report itself runs nothing)")
         prog = load(args.file)
         models = [args.model] if args.model else prog.models
         if args.model:
             prog._model_name(args.model)  # a usage error for an unknown model
         out = []
+        symbols: set[str] = set()
         for m in models:
             rep = prog.analyze(m, depth=args.depth, seq=seq)
             for w in rep.shapes.warnings:
                 print(render_all([w]), file=sys.stderr)
             out.append((m, rep))
+            for name in rep.graph.inputs:
+                for d in rep.shapes.types[name].shape:
+                    symbols |= free_names(d)
+        symbols.discard("N")  # the batch: --batch
+        unknown = sorted(set(seq) - symbols - {"N"})
+        if unknown:
+            raise UsageError(
+                f"--seq {unknown[0]}: no input of {', '.join(models)} has a symbolic size '{unknown[0]}'"
+                + (f"; symbolic sizes: {', '.join(sorted(symbols))}" if symbols else "; every input size is fixed")
+            )
     except DlspecError as e:
         if args.json or args.emit:
             print(to_json(e.diagnostics))
@@ -85,21 +109,34 @@ def _verify(prog, out, args, seq) -> int:
 
     from .backend.tinygrad import verify
 
-    status = 0
+    import json
+
+    status, results = 0, []
+    dtype, batch = args.dtype or "float32", args.batch or 2
     for m, _rep in out:
         t0 = time.perf_counter()
-        net = prog.build(m, device=args.device, seed=0, dtype=args.dtype)
-        problems = verify(net, batch=2, seq=seq)
+        net = prog.build(m, device=args.device, seed=0, dtype=dtype)
+        problems = verify(net, batch=batch, seq=seq)
         dt = time.perf_counter() - t0
+        p, b = net.num_params()
+        n = len(net.graph.top_level())
+        results.append(
+            {"model": m, "device": net.device, "dtype": dtype, "batch": batch, "layers": n, "params": p, "buffers": b, "problems": problems}
+        )
         if problems:
             status = 1
-            print(f"{args.file}: {m}: runtime differs from the static report:", file=sys.stderr)
-            for line in problems:
-                print(f"  {line}", file=sys.stderr)
-        else:
-            p, b = net.num_params()
-            n = len(net.graph.top_level())
-            print(f"verified {m} on {net.device}: {n} layer shapes and {p:,} params (+{b:,} buffers) match the static report ({dt:.1f} s)")
+            if not args.json:
+                print(f"{args.file}: {m}: runtime differs from the static report:", file=sys.stderr)
+                for line in problems:
+                    print(f"  {line}", file=sys.stderr)
+        elif not args.json:
+            null = "; the NULL device computes nothing" if net.device.split(":")[0] == "NULL" else ""
+            print(
+                f"verified {m} on {net.device} ({dtype}, batch {batch}{null}): {n} layer shapes and {p:,} params (+{b:,} buffers)"
+                f" match the static report ({dt:.1f} s)"
+            )
+    if args.json:
+        print(json.dumps({"file": args.file, "verified": results}, indent=2))
     return status
 
 

@@ -347,6 +347,17 @@ def test_compile_verify_cli(spec):
     assert "verified" in r.stdout and "match the static report" in r.stdout
 
 
+def test_a_dtype_the_device_cannot_run_is_one_clear_line():
+    """bfloat16 on a CPU whose clang lacks ``__bf16`` (clang 14 here): a usage error of one line,
+    none of the compiler's own output; where the compiler takes it, the model verifies."""
+    r = run_dlspec("compile", "specs/mlp.dl", "--verify", "--device", "CPU", "--dtype", "bfloat16")
+    if r.returncode == 0:
+        assert "verified" in r.stdout
+    else:
+        assert r.returncode == 2
+        assert r.stderr.strip() == "dlspec: error: device CPU cannot run bfloat16 kernels here (its compiler rejects them); use float32 or float16"
+
+
 def test_verify_reports_a_broken_lowering(monkeypatch):
     from dlspec.ops.reshape import Flatten
 

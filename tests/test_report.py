@@ -230,6 +230,29 @@ def test_usage_errors_exit_2(tmp_path):
     assert e.value.code == 2
 
 
+def test_options_that_would_be_ignored_are_usage_errors(tmp_path):
+    f = tmp_path / "seq.dl"
+    f.write_text("model S {\n  input x: [T, 4]\n  dense 2\n}\n")
+    code, _, err = cli("compile", str(f), "--seq", "L=5")
+    assert code == 2 and "--seq L: no input of S has a symbolic size 'L'; symbolic sizes: T" in err
+    assert cli("compile", str(f), "--seq", "T=5")[0] == 0
+    code, _, err = cli("compile", str(f), "--device", "CPU")
+    assert code == 2 and "--device and --dtype apply to --verify" in err
+    for bad in ("-3", "0"):
+        with pytest.raises(SystemExit) as e:
+            cli("compile", str(f), "--batch", bad)
+        assert e.value.code == 2
+
+
+def test_verify_json_and_batch(tmp_path):
+    f = tmp_path / "v.dl"
+    f.write_text("model V {\n  input x: [4]\n  dense 2\n}\n")
+    code, out, _ = cli("compile", str(f), "--verify", "--json", "--batch", "3", "--device", "NULL")
+    assert code == 0
+    (r,) = json.loads(out)["verified"]
+    assert r == {"model": "V", "device": "NULL", "dtype": "float32", "batch": 3, "layers": 2, "params": 10, "buffers": 0, "problems": []}
+
+
 def test_every_model_of_a_file(tmp_path):
     f = tmp_path / "two.dl"
     f.write_text("model A {\n  input x: [4]\n  dense 2\n}\n\nmodel B {\n  input x: [4]\n  dense 3\n}\n")

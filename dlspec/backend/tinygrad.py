@@ -324,6 +324,40 @@ def _canon(device: str) -> str:
     return Device.canonicalize(device)
 
 
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (a compiler subprocess's messages) inside the block."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+_DTYPE_OK: dict[tuple[str, str], bool] = {}
+
+
+def _check_dtype(dev: str, dtype: str) -> None:
+    """A one-value kernel in ``dtype`` first, its compiler quiet: a device that cannot run the
+    dtype (clang without ``__bf16`` on this CPU) is a clear usage error, not pages of compiler output."""
+    if (dev, dtype) not in _DTYPE_OK:
+        try:
+            with _quiet_stderr(), Context(DEV=dev):
+                (Tensor([1.0], dtype=DTYPES[dtype]) * 3).realize()
+            _DTYPE_OK[(dev, dtype)] = True
+        except Exception:  # noqa: BLE001 - a compiler or runtime refusing the dtype
+            _DTYPE_OK[(dev, dtype)] = False
+    if not _DTYPE_OK[(dev, dtype)]:
+        raise UsageError(f"device {dev} cannot run {dtype} kernels here (its compiler rejects them); use float32 or float16")
+
+
 #: tinygrad devices that store tensors but run no kernels
 STORAGE_DEVICES = ("DISK", "NPY", "TINYFS")
 
@@ -365,6 +399,8 @@ def build(graph: Graph, shapes: Shapes, device: str | None = None, seed: int = 0
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UsageError(f"seed must be a whole number ≥ 0, got {seed!r}")
     dev = check_device(device)
+    if dtype != "float32":
+        _check_dtype(dev, dtype)
     net = Net(graph, shapes, dev, dtype)
     low = Lowering(graph, shapes)
     with Context(DEV=dev) if device is not None else _null():
