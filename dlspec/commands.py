@@ -42,16 +42,16 @@ def _compile_args(p) -> None:
         help="build the model, run one random batch, and check runtime shapes and params against the static ones",
     )
     p.add_argument("--device", default=None, help="tinygrad device for --verify (CPU, CUDA, NV, METAL, AMD, …; default: tinygrad's choice)")
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="parameter dtype for --verify (default float32)")
+    p.add_argument(
+        "--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="parameter dtype for --verify (default float32)"
+    )
 
 
 def _compile(args) -> int:
     import json
 
     from . import load
-    from .errors import DlspecError, render_all, to_json
-
-    from .errors import UsageError
+    from .errors import DlspecError, UsageError, render_all, to_json
     from .shapes import free_names
 
     seq = dict(args.seq)
@@ -105,11 +105,10 @@ def _compile(args) -> int:
 
 
 def _verify(prog, out, args, seq) -> int:
+    import json
     import time
 
     from .backend.tinygrad import verify
-
-    import json
 
     status, results = 0, []
     dtype, batch = args.dtype or "float32", args.batch or 2

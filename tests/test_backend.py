@@ -355,7 +355,10 @@ def test_a_dtype_the_device_cannot_run_is_one_clear_line():
         assert "verified" in r.stdout
     else:
         assert r.returncode == 2
-        assert r.stderr.strip() == "dlspec: error: device CPU cannot run bfloat16 kernels here (its compiler rejects them); use float32 or float16"
+        assert (
+            r.stderr.strip()
+            == "dlspec: error: device CPU cannot run bfloat16 kernels here (its compiler rejects them); use float32 or float16"
+        )
 
 
 def test_verify_reports_a_broken_lowering(monkeypatch):
@@ -546,7 +549,9 @@ def test_checkpoint_wrappers_formats_by_content_and_name_clashes(tmp_path):
         return all(np.array_equal(want[k], v) for k, v in state(dst).items())
 
     # the PyTorch tutorial's checkpoint: {"epoch": …, "model_state_dict": …}
-    write_pth(tmp_path / "ckpt.tar", {k: v.astype(np.int64 if k.endswith("tracked") else np.float32) for k, v in want.items()}, "model_state_dict")
+    write_pth(
+        tmp_path / "ckpt.tar", {k: v.astype(np.int64 if k.endswith("tracked") else np.float32) for k, v in want.items()}, "model_state_dict"
+    )
     assert loads(tmp_path / "ckpt.tar")  # a PyTorch zip, whatever its suffix
     # a dlspec run's checkpoint (model.* and optim.* keys), and safetensors under a .bin name
     sd = src.state_dict()
@@ -556,7 +561,9 @@ def test_checkpoint_wrappers_formats_by_content_and_name_clashes(tmp_path):
     assert loads(tmp_path / "weights.bin")
     # two of the file's tensors renamed to one key: an error, not a silent overwrite
     save_state({**sd, "0.weight": sd["conv1.weight"], "0.bias": sd["conv1.bias"]}, tmp_path / "clash.safetensors")
-    with pytest.raises(dlspec.BackendError, match=r"the name map gives several of the file's tensors the same name \(conv1.weight, 0.weight → conv1.weight"):
+    with pytest.raises(
+        dlspec.BackendError, match=r"the name map gives several of the file's tensors the same name \(conv1.weight, 0.weight → conv1.weight"
+    ):
         loads(tmp_path / "clash.safetensors", {"0": "conv1"})
     with pytest.raises(dlspec.UsageError, match="name_map must be a dict"):
         loads(tmp_path / "weights.bin", [("0", "conv1")])
