@@ -288,10 +288,11 @@ def _eval_args(p) -> None:
     p.add_argument("--model")
     p.add_argument("--data")
     p.add_argument("--data-dir", dest="data_dir")
+    p.add_argument("--name-map", dest="name_map", metavar="FILE", help="rename the weights file's keys: lines 'FILE_NAME SPEC_NAME'")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--batch", type=int)
+    p.add_argument("--batch", type=_positive)
     p.add_argument("--device")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=_positive)
     p.add_argument("--json", action="store_true")
 
 
@@ -324,7 +325,7 @@ def _eval(args) -> int:
     trainer.normalization = _normalization(meta)  # the normalisation the weights were trained with
     trainer.load_data()
     trainer.build()
-    trainer.load_weights(weights)
+    trainer.load_weights(weights, args.name_map)
     loader = trainer.eval_loaders.get(args.split) if args.split != "train" else None
     if args.split == "train":
         from . import data

@@ -355,15 +355,18 @@ class Trainer:
             out["top5"] = top5 / max(n, 1)
         return out
 
-    def load_weights(self, path: Path) -> None:
-        """Weights from a run checkpoint (``model.`` keys), ``net.save``, or a PyTorch file."""
+    def load_weights(self, path: Path, name_map: str | Path | None = None) -> None:
+        """Weights from a run checkpoint (``model.`` keys), ``net.save``, or a PyTorch file
+        (``name_map``: see :func:`dlspec.load_weights`)."""
         from .backend.tinygrad import load_weights
 
         path = Path(path)
         if path.suffix not in (".pt", ".pth", ".bin", ".ckpt"):
             check_safetensors(path, "weights file")
         sd = _read(path)
-        if any(k.startswith("model.") for k in sd):
+        if name_map is not None:
+            load_weights(self.net, path, name_map)
+        elif any(k.startswith("model.") for k in sd):
             self._load_model_state(path, {k[6:]: v for k, v in sd.items() if k.startswith("model.")})
         else:
             try:

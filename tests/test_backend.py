@@ -335,6 +335,10 @@ def test_wrong_input_shape_is_a_usage_error():
         net(Tensor.empty(2, 3, 4, 7))
     with pytest.raises(dlspec.UsageError, match="no input 'y'"):
         net(y=Tensor.empty(2, 3, 5, 7))
+    ids = build("model E {\n  input t: [3] int vocab 5\n  embedding 2\n}")
+    with pytest.raises(dlspec.UsageError, match=r"input 't' takes integer ids \(int64\), got a float tensor"):
+        ids(Tensor([[1.5, 2.0, 3.0]]))
+    assert ids(Tensor([[1, 2, 3]])).shape == (1, 3, 2)
 
 
 # ---- dlspec compile --verify ----------------------------------------------------------------------------

@@ -489,6 +489,16 @@ def test_eval_reproduces_the_runs_test_accuracy(base, work, tmp_path):
     code, out, err = run_main("eval", str(work / "tiny.dl"), "--weights", str(tmp_path / "net.safetensors"), "--limit", LIMIT, "--json")
     assert code == 0, err
     assert json.loads(out)["accuracy"] == summary["test"]["accuracy"]
+    # the same weights under other names (as from a PyTorch model), with a name map
+    from dlspec.backend.tinygrad import save_state
+
+    save_state({f"features.{k}": v for k, v in t.net.state_dict().items()}, tmp_path / "renamed.safetensors")
+    tops = dict.fromkeys(k.split(".")[0] for k in t.net.state_dict())  # e.g. "features.conv1  conv1"
+    (tmp_path / "names.txt").write_text("".join(f"features.{top}  {top}\n" for top in tops))
+    args = ("--weights", str(tmp_path / "renamed.safetensors"), "--name-map", str(tmp_path / "names.txt"), "--limit", LIMIT, "--json")
+    code, out, err = run_main("eval", str(work / "tiny.dl"), *args)
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] == summary["test"]["accuracy"]
 
 
 @pytest.mark.parametrize("content", [b"", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}", b"junk" * 3])

@@ -230,6 +230,8 @@ class Net:
                     raise UsageError(f"input '{name}' must be {want.show(True)} but got {tuple(t.shape)} (dim {k}: {d} ≠ {w})")
             if want.is_float() and t.dtype != DTYPES[self.dtype]:
                 t = t.cast(DTYPES[self.dtype])
+            elif not want.is_float() and want.dtype != "bool" and dtypes.is_float(t.dtype):
+                raise UsageError(f"input '{name}' takes integer ids ({want.dtype}), got a {t.dtype.name} tensor; cast it: x.cast('int32')")
             if self.device is not None and t.device != _canon(self.device):
                 t = t.to(self.device)
             out[name] = t
