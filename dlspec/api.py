@@ -144,7 +144,7 @@ def load(source: str | Path, name: str | None = None) -> Program:
     """Parse a spec (a path, or the text itself) and its imports into a :class:`Program`.
 
     Raises :class:`dlspec.DlspecError` with ``.diagnostics`` on any mistake."""
-    if isinstance(source, Path) or ("\n" not in source and "{" not in source and source.endswith(".dl")):
+    if isinstance(source, Path) or ("\n" not in source and "{" not in source and (source.endswith(".dl") or Path(source).is_file())):
         path = Path(source)
         try:
             text = path.read_text(encoding="utf-8")

@@ -25,10 +25,18 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _natural(text: str) -> int:
+    import argparse
+
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {text!r}")
+    return int(text)
+
+
 def _compile_args(p) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--model", help="the model to compile (default: every model of the file)")
-    p.add_argument("--depth", type=int, default=None, help="collapse block calls nested deeper than this into one row")
+    p.add_argument("--depth", type=_natural, default=None, help="collapse block calls nested deeper than this into one row")
     p.add_argument("--batch", type=_positive, default=None, help="batch size for the training memory estimate and --verify (default 2)")
     p.add_argument("--optimizer", default=None, help="optimizer for the training memory estimate (default: the spec's, else adam)")
     p.add_argument(
@@ -179,7 +187,7 @@ def _draw_args(p) -> None:
         "--format", choices=("svg", "png", "pdf", "dot"), default=None, help="svg (default), png, pdf, or dot (needs no Graphviz)"
     )
     p.add_argument("--model", help="the model to draw (default: the file's last model)")
-    p.add_argument("--depth", type=int, default=None, metavar="K", help="collapse block calls nested deeper than K into one node")
+    p.add_argument("--depth", type=_natural, default=None, metavar="K", help="collapse block calls nested deeper than K into one node")
     p.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top to bottom (default) or left to right")
     p.add_argument("--activations", action="store_true", help="give activations their own nodes (default: merged into the layer before)")
     p.add_argument("--fold-repeats", action="store_true", help="draw runs of identical repeat iterations once, with a ×N badge")
@@ -308,7 +316,11 @@ def _eval(args) -> int:
     overrides = {k: getattr(args, k) for k in ("data", "data_dir", "batch", "device", "limit") if getattr(args, k, None) is not None}
     cfg = resolve(prog, args.file, args.model, {})
     weights = Path(args.weights)
-    torch_file = weights.suffix in (".pt", ".pth", ".bin", ".ckpt")
+    from .backend.tinygrad import is_torch_file
+
+    if not weights.is_file():
+        raise UsageError(f"{weights} is a directory, not a weights file" if weights.is_dir() else f"no such weights file: {weights}")
+    torch_file = is_torch_file(weights)
     meta = {} if torch_file else check_safetensors(weights, "weights file")
     run_cfg = _run_config_beside(weights)
     if run_cfg is not None and run_cfg.model == cfg.model:  # a run's weights: evaluate on the run's data settings

@@ -358,10 +358,10 @@ class Trainer:
     def load_weights(self, path: Path, name_map: str | Path | None = None) -> None:
         """Weights from a run checkpoint (``model.`` keys), ``net.save``, or a PyTorch file
         (``name_map``: see :func:`dlspec.load_weights`)."""
-        from .backend.tinygrad import load_weights
+        from .backend.tinygrad import is_torch_file, load_weights
 
         path = Path(path)
-        if path.suffix not in (".pt", ".pth", ".bin", ".ckpt"):
+        if not is_torch_file(path):
             check_safetensors(path, "weights file")
         sd = _read(path)
         if name_map is not None:

@@ -351,6 +351,30 @@ def test_compile_verify_cli(spec):
     assert "verified" in r.stdout and "match the static report" in r.stdout
 
 
+def test_verify_models_with_bool_inputs_and_a_bad_dev_variable(tmp_path):
+    spec = "model A {\n  input x: [T, 8]\n  input m: [T, T] dtype bool\n  x -> attention 2 mask m as att\n}\n"
+    net = dlspec.load(spec).build(device="NULL")
+    assert verify(net) == []
+    with pytest.raises(dlspec.UsageError, match=r"input 'm' is a bool mask \(True = attend/keep\), got a float tensor"):
+        net(Tensor.ones(1, 3, 8), Tensor.zeros(1, 3, 3))
+    (tmp_path / "a.dl").write_text(spec)
+    r = run_dlspec("compile", str(tmp_path / "a.dl"), "--verify", env={"DEV": "FOO"})
+    assert r.returncode == 2, r.stderr
+    assert "dlspec: error: tinygrad's device setting DEV='FOO' is not available here; available: " in r.stderr
+
+
+def test_compiled_notices_a_layer_tensor_replaced_by_assignment():
+    net = build("model L {\n  input x: [3]\n  dense 2 as fc\n}")
+    step = net.compiled()
+    x = Tensor(np.ones((1, 3), np.float32))
+    for _ in range(3):
+        step(x)
+    net.fc.weight = Tensor(np.full((2, 3), 2, np.float32))  # PyTorch's habit: a new Parameter
+    close(step(x).numpy(), net(x).numpy(), "after replacing fc.weight")
+    with pytest.raises(dlspec.UsageError, match=r"net.compiled\(train=True\)"):
+        step(x, train=True)
+
+
 def test_a_dtype_the_device_cannot_run_is_one_clear_line():
     """bfloat16 on a CPU whose clang lacks ``__bf16`` (clang 14 here): a usage error of one line,
     none of the compiler's own output; where the compiler takes it, the model verifies."""

@@ -238,10 +238,14 @@ def test_options_that_would_be_ignored_are_usage_errors(tmp_path):
     assert cli("compile", str(f), "--seq", "T=5")[0] == 0
     code, _, err = cli("compile", str(f), "--device", "CPU")
     assert code == 2 and "--device and --dtype apply to --verify" in err
-    for bad in ("-3", "0"):
+    for opt, bad in (("--batch", "-3"), ("--batch", "0"), ("--depth", "-1")):
         with pytest.raises(SystemExit) as e:
-            cli("compile", str(f), "--batch", bad)
+            cli("compile", str(f), opt, bad)
         assert e.value.code == 2
+    # a spec file by any name is read as a file
+    g = tmp_path / "spec.txt"
+    g.write_text(f.read_text())
+    assert cli("compile", str(g))[0] == 0
 
 
 def test_verify_json_and_batch(tmp_path):

@@ -230,7 +230,12 @@ class Net:
                     raise UsageError(f"input '{name}' must be {want.show(True)} but got {tuple(t.shape)} (dim {k}: {d} ≠ {w})")
             if want.is_float() and t.dtype != DTYPES[self.dtype]:
                 t = t.cast(DTYPES[self.dtype])
-            elif not want.is_float() and want.dtype != "bool" and dtypes.is_float(t.dtype):
+            elif want.dtype == "bool" and t.dtype != dtypes.bool:
+                raise UsageError(
+                    f"input '{name}' is a bool mask (True = attend/keep), got a {t.dtype.name} tensor; an additive mask"
+                    " (0 = attend, −inf = masked) is the opposite: pass 'mask == 0'"
+                )
+            elif not want.is_float() and dtypes.is_float(t.dtype):
                 raise UsageError(f"input '{name}' takes integer ids ({want.dtype}), got a {t.dtype.name} tensor; cast it: x.cast('int32')")
             if self.device is not None and t.device != _canon(self.device):
                 t = t.to(self.device)
@@ -243,13 +248,17 @@ class Net:
         ``train`` if given, else the net's at each call. Each call returns new tensors (the JIT's
         own output buffers are overwritten by the next call). In the training phase batch-norm
         statistics update on every call. Weights replaced behind the net's back (tinygrad's
-        ``load_state_dict``) are noticed, and the steps compiled again."""
-        named = self.state_dict()
-        tensors = list(named.values())
-        buffers = [t for k, t in named.items() if _is_buffer(k)]
+        ``load_state_dict``, or a new tensor assigned to a layer's attribute) are noticed, and
+        the steps compiled again. For inference: outputs carry no gradient (train with ``net(x)``
+        inside your own ``TinyJit``, or ``dlspec train``)."""
 
         def run(*args: Tensor, **kwargs: Tensor):
+            if "train" in kwargs:
+                raise UsageError("a compiled forward's phase is set when it is made: net.compiled(train=True)")
             feeds = self._feeds(args, kwargs)
+            named = self.state_dict()  # again each call: a layer's tensor may have been replaced
+            tensors = list(named.values())
+            buffers = [t for k, t in named.items() if _is_buffer(k)]
             phase = self.training if train is None else bool(train)
             pending = [t for t in tensors if not t.uop.is_realized]
             if pending:
@@ -295,7 +304,7 @@ class Net:
 
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
         """Write every tensor to a safetensors file, atomically."""
-        if Path(path).suffix in TORCH_SUFFIXES:
+        if Path(path).suffix.lower() in TORCH_SUFFIXES:
             raise UsageError(
                 f"net.save writes safetensors, not PyTorch pickles: name the file '{Path(path).with_suffix('.safetensors').name}'"
                 " (PyTorch files can be read by dlspec.load_weights, not written)"
@@ -366,22 +375,22 @@ STORAGE_DEVICES = ("DISK", "NPY", "TINYFS")
 
 def check_device(device: str | None) -> str:
     """The canonical device name, or a clear error listing the available ones."""
-    if device is None:
-        try:
-            return Device.DEFAULT
-        except Exception:  # noqa: BLE001 - e.g. DEV=FOO in the environment
-            import os
+    what = f"device '{device}'"
+    if device is None:  # tinygrad's choice, or its DEV environment variable (which it does not check)
+        import os
 
-            raise UsageError(
-                f"tinygrad's device setting DEV={os.environ.get('DEV', '')!r} names no usable device; available: {', '.join(available_devices())}"
-            ) from None
+        try:
+            device = Device.DEFAULT
+        except Exception:  # noqa: BLE001 - no device at all
+            device = os.environ.get("DEV", "")
+        what = f"tinygrad's device setting DEV={os.environ['DEV']!r}" if os.environ.get("DEV") else f"device '{device}'"
     if device.split(":")[0].upper() in STORAGE_DEVICES:
-        raise UsageError(f"device '{device}' stores tensors but runs no models; available: {', '.join(available_devices())}")
+        raise UsageError(f"{what} stores tensors but runs no models; available: {', '.join(available_devices())}")
     try:
         Device[device]
         return Device.canonicalize(device)
     except Exception:  # noqa: BLE001 - tinygrad raises many kinds here
-        raise UsageError(f"device '{device}' is not available here; available: {', '.join(available_devices())}") from None
+        raise UsageError(f"{what} is not available here; available: {', '.join(available_devices())}") from None
 
 
 def available_devices() -> list[str]:
@@ -494,6 +503,8 @@ def verify(net: Net, batch: int = 2, seq: dict[str, int] | None = None, run: boo
             dims.append(v)
         if t.is_float():
             inputs[name] = Tensor.randn(*dims, device=net.device)
+        elif t.dtype == "bool":
+            inputs[name] = Tensor.rand(*dims, device=net.device) < 0.5
         else:
             high = t.vocab or 2
             inputs[name] = Tensor.randint(*dims, low=0, high=high, device=net.device, dtype=DTYPES.get(t.dtype, dtypes.int32))
@@ -560,12 +571,19 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size
 
 
+def is_torch_file(path: str | Path) -> bool:
+    """A ``torch.save`` file by its first bytes: a zip archive, or a (legacy) pickle."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
 def read_weights(path: str | Path) -> dict[str, Tensor]:
     """A safetensors or PyTorch (no PyTorch needed) state dict, told apart by content; a
     checkpoint's ``state_dict``/``model_state_dict``/… is unwrapped. Clear errors for anything else."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"no such weights file: {path}")
+        raise UsageError(f"{path} is a directory, not a weights file" if path.is_dir() else f"no such weights file: {path}")
     safetensors = _is_safetensors(path)
     kind = "safetensors" if safetensors else "PyTorch"
     try:
@@ -579,11 +597,13 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
         why = f"{type(e).__name__}: {e}"
         if isinstance(e, KeyError) and str(e).strip("'") == "DoubleStorage":
             why = "it holds float64 tensors, which tinygrad's reader does not take; save model.float().state_dict()"
-        elif isinstance(e, KeyError) and not safetensors:
-            why = f"it holds a pickled object ({e}), not a state dict; save model.state_dict() instead"
+        elif not safetensors and (isinstance(e, (KeyError, TypeError, AttributeError)) or "NEWOBJ" in str(e)):
+            why = f"{why}; a whole pickled model (torch.save(model)) cannot be read without its code: save model.state_dict() instead"
         raise BackendError(f"{path}: not a readable {kind} weights file ({why})") from None
     if isinstance(sd, dict) and not all(isinstance(v, Tensor) for v in sd.values()):
-        inner = next((sd[k] for k in WRAPPERS if isinstance(sd.get(k), dict) and sd[k]), None)
+        inner = next(
+            (sd[k] for k in WRAPPERS if isinstance(sd.get(k), dict) and sd[k] and all(isinstance(v, Tensor) for v in sd[k].values())), None
+        )
         if inner is not None:
             sd = inner
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
