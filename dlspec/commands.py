@@ -233,7 +233,7 @@ def _train(args) -> int:
     from pathlib import Path
 
     from . import load
-    from .errors import UsageError
+    from .errors import DlspecError, UsageError
     from .progress import QuietUI, RichUI, print_summary
     from .train import OVERRIDES, RunConfig, Trainer, atomic_write_text, check_resume_overrides, file_digest, new_run_dir, resolve
 
@@ -284,7 +284,12 @@ def _train(args) -> int:
     with ui:
         ui.log(f"run directory {run_dir}")
         trainer = Trainer(prog, cfg, run_dir, ui.log, ui)
-        summary = trainer.run(resume=bool(args.resume))
+        try:
+            summary = trainer.run(resume=bool(args.resume))
+        except DlspecError:
+            if not args.resume and {p.name for p in run_dir.iterdir()} <= {"config.json", "spec.dl"}:
+                shutil.rmtree(run_dir)  # failed before its first checkpoint: leave no half-made run behind
+            raise
         ui.end(summary["epochs"])
     print_summary(summary, args.json)
     return 0

@@ -344,6 +344,14 @@ def test_unknown_data_set_is_exit_1(work, tmp_path):
     assert r.returncode == 1 and "unknown data set 'nosuchdata'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_directory(tmp_path):
+    spec = tmp_path / "three.dl"
+    spec.write_text("model M {\n  input x: [1, 28, 28]\n  flatten\n  dense 3\n}\ntrain M {\n  data shapes\n  epochs 1\n}\n")
+    code, _, err = run_main("train", str(spec), "--limit", "50", "--out", str(tmp_path / "runs"), "--quiet")
+    assert code == 1 and "M has 3 outputs but data 'shapes' has 10 classes" in err
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
 # 6 ---------------------------------------------------------------------------------------------
 
 
