@@ -363,33 +363,24 @@ class Trainer:
         path = Path(path)
         if not is_torch_file(path):
             check_safetensors(path, "weights file")
-        sd = _read(path)
-        if name_map is not None:
-            load_weights(self.net, path, name_map)
-        elif any(k.startswith("model.") for k in sd):
-            self._load_model_state(path, {k[6:]: v for k, v in sd.items() if k.startswith("model.")})
-        else:
-            try:
-                load_weights(self.net, path)
-            except OSError as e:
-                raise TrainError(f"{path}: cannot read the weights ({e})") from None
+        self._loading(path, lambda: load_weights(self.net, path, name_map))  # a run checkpoint's model.* part, or the whole file
 
     def _load_model_state(self, path: Path, sd: dict) -> None:
-        """Load ``sd`` (model keys) into the net, with load_weights's checks (via a temporary file)."""
-        import tempfile
+        """Load ``sd`` (model keys, read from ``path``) into the net, with load_weights's checks."""
+        from .backend.tinygrad import load_state
 
-        from .backend.tinygrad import load_weights, save_state
+        self._loading(path, lambda: load_state(self.net, sd, str(path)))
 
-        with tempfile.TemporaryDirectory(prefix="dlspec-") as d:
-            tmp = Path(d) / "model.safetensors"
-            try:
-                save_state(sd, tmp)
-            except Exception as e:  # noqa: BLE001 - reading the lazy tensors failed: the file's fault
-                raise TrainError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from None
-            try:
-                load_weights(self.net, tmp)
-            except DlspecError as e:
-                raise TrainError(str(e).replace(str(tmp), str(path)).replace(tmp.name, path.name).removeprefix("error: ")) from None
+    @staticmethod
+    def _loading(path: Path, load: Callable[[], None]) -> None:
+        try:
+            load()
+        except UsageError:  # a bad name map, a missing file: the caller's mistake (exit 2)
+            raise
+        except DlspecError as e:
+            raise TrainError(str(e).removeprefix("error: ")) from None
+        except Exception as e:  # noqa: BLE001 - reading the file's (lazy) tensors failed: the file's fault
+            raise TrainError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from None
 
     # checkpoints ------------------------------------------------------------------------------
     def save(self, name: str, pos: Position, history: list[dict]) -> None:

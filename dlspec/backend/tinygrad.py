@@ -622,6 +622,13 @@ def load_weights(net: Net, path: str | Path, name_map: dict[str, str] | str | Pa
     run = all(k.startswith(("model.", "optim.")) for k in sd) and any(k.startswith("optim.") for k in sd)
     if run and any(k.startswith("model.") for k in sd):  # a dlspec run's checkpoint: the model, not the optimizer
         sd = {k[len("model.") :]: v for k, v in sd.items() if k.startswith("model.")}
+    load_state(net, sd, str(path), name_map, strict)
+
+
+def load_state(
+    net: Net, sd: dict[str, Tensor], source: str, name_map: dict[str, str] | str | Path | None = None, strict: bool = True
+) -> None:
+    """:func:`load_weights` on a state dict already read (``source`` names it in errors)."""
     rules = _read_map(name_map)
     renamed: dict[str, Tensor] = {}
     sources: dict[str, list[str]] = {}
@@ -632,7 +639,7 @@ def load_weights(net: Net, path: str | Path, name_map: dict[str, str] | str | Pa
     clashes = {k: v for k, v in sources.items() if len(v) > 1}
     if clashes:
         shown = "; ".join(f"{', '.join(v)} → {k}" for k, v in list(clashes.items())[:10])
-        raise BackendError(f"{path}: the name map gives several of the file's tensors the same name ({shown}); nothing was loaded")
+        raise BackendError(f"{source}: the name map gives several of the file's tensors the same name ({shown}); nothing was loaded")
     mine = net.state_dict()
     missing = [k for k in mine if k not in renamed]
     unexpected = [k for k in renamed if k not in mine]
@@ -646,7 +653,7 @@ def load_weights(net: Net, path: str | Path, name_map: dict[str, str] | str | Pa
         lines = []
         if missing:
             lines.append(
-                f"missing in {Path(path).name} ({len(missing)}): "
+                f"missing in {Path(source).name} ({len(missing)}): "
                 + ", ".join(f"{k} {tuple(mine[k].shape)}" for k in missing[:20])
                 + (" …" if len(missing) > 20 else "")
             )
@@ -658,7 +665,7 @@ def load_weights(net: Net, path: str | Path, name_map: dict[str, str] | str | Pa
             )
         if mismatched:
             lines.append("shape mismatches: " + ", ".join(f"{k} file {a} vs model {b}" for k, a, b in mismatched[:20]))
-        raise BackendError(f"{path}: weights do not fit model {net.graph.name}; nothing was loaded\n  " + "\n  ".join(lines))
+        raise BackendError(f"{source}: weights do not fit model {net.graph.name}; nothing was loaded\n  " + "\n  ".join(lines))
     new = {}
     for k, t in mine.items():
         if k in renamed:
