@@ -27,11 +27,13 @@ _LAZY = {
     "ShapeError": "errors",
     "Span": "errors",
     "UsageError": "errors",
+    "WriteError": "runfiles",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Program, load
     from .errors import BackendError, Diagnostic, DlspecError, ParseError, ResolveError, ShapeError, Span, UsageError
+    from .runfiles import WriteError
 
 
 def __getattr__(name: str):
@@ -59,6 +61,7 @@ __all__ = [
     "ShapeError",
     "Span",
     "UsageError",
+    "WriteError",
     "__version__",
     "load",
     "load_weights",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gc
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from . import ast as A
+from .bounds import SourceProblem, decode, number_problem, read_bytes, read_source
 from .errors import Diagnostic, DlspecError, Note, ResolveError, Span, UsageError, suggest
 from .expand import Expander, Fail, Scope, _Silent
 from .ir import Graph, TrainSpec
+from .limits import deep
 from .parse import parse
 
 
@@ -29,15 +32,21 @@ class Program:
         """Names of the models defined in the file itself (not its imports), in order."""
         return [i.name for i in self.module.items if isinstance(i, A.Def) and i.kind == "model"]
 
+    @deep(lambda self, model=None, *a, **k: _where(self, model))
     def ir(self, model: str | None = None, **args: Any) -> Graph:
         """The resolved graph IR of ``model`` (default: the only or last model)."""
         name = self._model_name(model)
+        for k, v in args.items():  # the value rule holds for arguments given from Python too
+            problem = next(filter(None, map(number_problem, v if isinstance(v, (tuple, list)) else (v,))), None)
+            if problem is not None:
+                raise UsageError(f"argument {k} of model '{name}' {problem}")
         key = (name, tuple(sorted(args.items())))
         if key not in self._ir:
             with _gc_paused():
                 self._ir[key] = Expander(self.defs).model(self.defs[name], args)
         return self._ir[key]
 
+    @deep(lambda self, model=None, *a, **k: _where(self, model))
     def shapes(self, model: str | None = None, **args: Any):
         """Static shapes and costs of ``model`` (:class:`dlspec.shapes.Shapes`); raises
         :class:`dlspec.ShapeError` with every shape error of the model."""
@@ -49,6 +58,7 @@ class Program:
             self._ir[key] = infer(self.ir(name, **args))
         return self._ir[key]
 
+    @deep(lambda self, model=None, *a, **k: _where(self, model))
     def analyze(self, model: str | None = None, depth: int | None = None, seq: dict[str, int] | None = None, **args: Any):
         """The full :class:`dlspec.report.Report` (rows, totals, memory, receptive field)."""
         from .report import build
@@ -56,11 +66,13 @@ class Program:
         name = self._model_name(model)
         return build(self.ir(name, **args), self.shapes(name, **args), depth=depth, seq=seq)
 
+    @deep(lambda self, model=None, *a, **k: _where(self, model))
     def report(self, model: str | None = None, depth: int | None = None, seq: dict[str, int] | None = None, **args: Any) -> dict:
         """The model's report as in ``dlspec compile --json``: name, inputs, outputs,
         params, trainable_params, buffers, macs, layers."""
         return self.analyze(model, depth=depth, seq=seq, **args).to_json()
 
+    @deep(lambda self, model=None, *a, **k: _where(self, model))
     def build(self, model: str | None = None, device: str | None = None, seed: int = 0, dtype: str = "float32", **args: Any):
         """A runnable tinygrad model (:class:`dlspec.backend.tinygrad.Net`) with seeded
         PyTorch-default initialisation; ``get_state_dict(net)`` keys are the layer paths."""
@@ -69,6 +81,7 @@ class Program:
         name = self._model_name(model)
         return build(self.ir(name, **args), self.shapes(name, **args), device=device, seed=seed, dtype=dtype)
 
+    @deep(lambda self, model=None, *a, **k: _where(self, model))
     def draw(self, model: str | None = None, **options: Any):
         """The model's diagram as a :class:`graphviz.Digraph` (``.source`` is its DOT text).
         Options: ``depth``, ``rankdir`` ("TB"/"LR"), ``activations``, ``fold_repeats``,
@@ -77,6 +90,7 @@ class Program:
 
         return draw(self, model, **options)
 
+    @deep(lambda self, model=None, *a, **k: _where(self, model))
     def trains(self) -> list[TrainSpec]:
         """The validated ``train`` sections."""
         from . import trainspec
@@ -112,6 +126,7 @@ class Program:
             raise UsageError(f"{self.file} has no model '{model}'{suggest(model, models)}; models: {', '.join(models) or 'none'}")
         return model
 
+    @deep(lambda self, model=None, *a, **k: _where(self, model))
     def check(self) -> list[Diagnostic]:
         """Every diagnostic (errors and warnings) of every model — names, arguments, shapes —
         and train section; no errors means the spec is right."""
@@ -140,19 +155,23 @@ class Program:
         return f"Program({self.file!r}, models={self.models})"
 
 
+def _where(prog: Program, model: Any = None) -> Span:
+    """Where a pass over ``model`` that fails as a whole is reported: the model's name."""
+    try:
+        return prog.defs[prog._model_name(model if isinstance(model, str) else None)].name_span
+    except (DlspecError, KeyError):
+        return Span(file=prog.file, line=1, col=1, end_line=1, end_col=2)
+
+
+@deep()
 def load(source: str | Path, name: str | None = None) -> Program:
     """Parse a spec (a path, or the text itself) and its imports into a :class:`Program`.
 
     Raises :class:`dlspec.DlspecError` with ``.diagnostics`` on any mistake."""
-    if isinstance(source, Path) or ("\n" not in source and "{" not in source and (source.endswith(".dl") or Path(source).is_file())):
+    if isinstance(source, Path) or ("\n" not in source and "{" not in source and (source.endswith(".dl") or os.path.exists(source))):
         path = Path(source)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UsageError(f"no such file: {path}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read {path}: {e}") from None
         file = name or str(source)
+        text = read_source(path, file)  # a regular file of at most 1 MiB, UTF-8 (dlspec.bounds)
         base = path.resolve().parent
         top = [path.resolve()]  # a file importing itself (directly or not) is a cycle
     else:
@@ -194,14 +213,23 @@ def _collect(module: A.Module, file: str, base: Path, defs: dict, trains: list, 
             if target in seen:
                 continue
             seen.add(target)
+            # only specs are read: a regular '.dl' file (also where a link leads) of at most 1 MiB, so
+            # no device blocks or floods, and no other file's text shows in a message (dlspec.bounds)
+            if Path(item.path).suffix != ".dl":
+                diags.append(Diagnostic(f"cannot import '{item.path}': an imported spec's name must end in '.dl'", item.span))
+                continue
+            shown = str(Path(item.path) if not Path(item.path).is_absolute() else target)
             try:
-                text = target.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                why = "no such file" if isinstance(e, FileNotFoundError) else str(e)
+                data = read_bytes(target)
+            except SourceProblem as e:
+                diags.append(Diagnostic(f"cannot import '{item.path}': {e.message}", item.span))
+                continue
+            if target.suffix != ".dl":
+                why = f"it leads to '{target}', whose name does not end in '.dl'"
                 diags.append(Diagnostic(f"cannot import '{item.path}': {why}", item.span))
                 continue
             try:
-                sub = parse(text, str(Path(item.path) if not Path(item.path).is_absolute() else target))
+                sub = parse(decode(data, shown), shown)  # not UTF-8: a ParseError at the byte, noted below
                 _collect(sub, str(target), target.parent, defs, [], seen, chain + [target], top=False)
             except DlspecError as e:
                 for d in e.diagnostics:

@@ -119,22 +119,25 @@ def cmd_check(args) -> int:
 
 def cmd_fmt(args) -> int:
     import difflib
+    import re
     from pathlib import Path
 
-    from .errors import DlspecError, render_all
+    from .bounds import read_source
+    from .errors import DlspecError, UsageError, render_all
     from .fmt import format_text
 
     status = EXIT_OK
     for path in args.files:
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            print(f"dlspec: error: no such file: {path}", file=sys.stderr)
+            text = read_source(p, path)  # a regular file of at most 1 MiB, UTF-8 (dlspec.bounds)
+        except UsageError as e:  # missing, a directory or a device
+            print(f"dlspec: error: {e.diagnostics[0].message}", file=sys.stderr)
             return EXIT_USAGE
-        except (OSError, UnicodeDecodeError) as e:
-            print(f"dlspec: error: cannot read {path}: {e}", file=sys.stderr)
-            return EXIT_USAGE
+        except DlspecError as e:  # too large, or not UTF-8 (at the byte)
+            print(render_all(e.diagnostics, color=_color(sys.stderr)), file=sys.stderr)
+            status = EXIT_ERROR
+            continue
         try:
             new = format_text(text, path)
         except DlspecError as e:
@@ -145,7 +148,9 @@ def cmd_fmt(args) -> int:
             continue
         if args.check or args.diff:
             if args.diff:
-                sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True), path, path + " (formatted)"))
+                # lines as the lexer counts them, each with its end: ``\n`` only (a form feed is not one)
+                old_lines, new_lines = ([ln for ln in re.split(r"(?<=\n)", t) if ln] for t in (text, new))
+                sys.stdout.writelines(difflib.unified_diff(old_lines, new_lines, path, path + " (formatted)"))
             if args.check:
                 print(f"would reformat {path}", file=sys.stderr)
             status = EXIT_ERROR if args.check else status

@@ -11,25 +11,31 @@ from typing import Callable
 def _seq(text: str) -> tuple[str, int]:
     import argparse
 
+    from .bounds import MAX_INT
+
     name, sep, value = text.partition("=")
-    if not sep or not name.isidentifier() or not value.isdigit() or int(value) <= 0:
-        raise argparse.ArgumentTypeError(f"expected NAME=LENGTH such as T=128, got {text!r}")
+    if not sep or not name.isidentifier() or not value.isdigit() or len(value) > 19 or not 0 < int(value) <= MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected NAME=LENGTH such as T=128 (LENGTH at most 2**63 − 1), got {text!r}")
     return name, int(value)
 
 
 def _positive(text: str) -> int:
     import argparse
 
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+    from .bounds import MAX_INT
+
+    if not text.isdigit() or len(text) > 19 or not 0 < int(text) <= MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 2**63 − 1, got {text!r}")
     return int(text)
 
 
 def _natural(text: str) -> int:
     import argparse
 
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {text!r}")
+    from .bounds import MAX_INT
+
+    if not text.isdigit() or len(text) > 19 or int(text) > MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63 − 1, got {text!r}")
     return int(text)
 
 
@@ -235,19 +241,30 @@ def _train(args) -> int:
     from . import load
     from .errors import DlspecError, UsageError
     from .progress import QuietUI, RichUI, print_summary
-    from .train import OVERRIDES, RunConfig, Trainer, atomic_write_text, check_resume_overrides, file_digest, new_run_dir, resolve
+    from .runfiles import WriteError
+    from .train import (
+        OVERRIDES,
+        RunConfig,
+        Trainer,
+        atomic_write_text,
+        check_resume_overrides,
+        file_digest,
+        resolve,
+        start_over,
+        start_run_dir,
+    )
+    from .train import stopped as write_stopped
 
     overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.json").is_file() or not (run_dir / "spec.dl").is_file():
             raise UsageError(f"{run_dir} is not a dlspec run directory (no config.json and spec.dl)")
-        if not (run_dir / "last.safetensors").is_file():
-            raise UsageError(f"{run_dir} has no checkpoint (last.safetensors) to resume from")
         if args.file and not Path(args.file).is_file():
             raise UsageError(f"no such file: {args.file}")
         if args.file and file_digest(Path(args.file)) != file_digest(run_dir / "spec.dl"):
             raise UsageError(f"{run_dir} was trained from another spec than {args.file}; resume it without FILE, or start a new run")
+        fresh = start_over(run_dir)  # no checkpoint yet: the run trains from its start, in this directory
         from .objectives import resume_objective
 
         done = resume_objective(args, run_dir, overrides)  # an autoencoder/vae/gan/dqn run
@@ -277,18 +294,19 @@ def _train(args) -> int:
         from .backend.tinygrad import check_device
 
         check_device(cfg.device)  # a bad --device fails before a run directory is made
-        run_dir = new_run_dir(Path(args.out), cfg.model)
-        shutil.copyfile(args.file, run_dir / "spec.dl")
-        atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
+        run_dir = start_run_dir(Path(args.out), cfg.model, args.file, cfg.model_dump_json(indent=2))
+        fresh = True
     ui = QuietUI() if (args.quiet or args.json or not sys.stderr.isatty()) else RichUI()
     with ui:
         ui.log(f"run directory {run_dir}")
         trainer = Trainer(prog, cfg, run_dir, ui.log, ui)
         try:
-            summary = trainer.run(resume=bool(args.resume))
-        except DlspecError:
+            summary = trainer.run(resume=not fresh)
+        except DlspecError as e:
             if not args.resume and {p.name for p in run_dir.iterdir()} <= {"config.json", "spec.dl"}:
                 shutil.rmtree(run_dir)  # failed before its first checkpoint: leave no half-made run behind
+            if isinstance(e, WriteError):
+                raise write_stopped(e, run_dir) from None
             raise
         ui.end(summary["epochs"])
     print_summary(summary, args.json)
@@ -321,12 +339,10 @@ def _eval(args) -> int:
     overrides = {k: getattr(args, k) for k in ("data", "data_dir", "batch", "device", "limit") if getattr(args, k, None) is not None}
     cfg = resolve(prog, args.file, args.model, {})
     weights = Path(args.weights)
-    from .backend.tinygrad import is_torch_file
+    from .weightfile import weights_format
 
-    if not weights.is_file():
-        raise UsageError(f"{weights} is a directory, not a weights file" if weights.is_dir() else f"no such weights file: {weights}")
-    torch_file = is_torch_file(weights)
-    meta = {} if torch_file else check_safetensors(weights, "weights file")
+    # by content: a safetensors header is validated here, anything unreadable fails before data and model
+    meta = check_safetensors(weights, "weights file") if weights_format(weights) == "safetensors" else {}
     run_cfg = _run_config_beside(weights)
     if run_cfg is not None and run_cfg.model == cfg.model:  # a run's weights: evaluate on the run's data settings
         keep = ("data", "data_options", "data_dir", "loss", "loss_options", "batch", "seed", "metrics", "val_split", "limit", "augment")
@@ -391,10 +407,36 @@ def _sample(args) -> int:
     return run(args)
 
 
+def _lsp_args(p) -> None:
+    from .lsp import add_arguments
+
+    add_arguments(p)
+
+
+def _lsp(args) -> int:
+    from .lsp import run
+
+    return run(args)
+
+
+def _serve_args(p) -> None:
+    from .serve import add_arguments
+
+    add_arguments(p)
+
+
+def _serve(args) -> int:
+    from .serve import run
+
+    return run(args)
+
+
 COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("compile", "infer shapes and report params, MACs and memory per layer", _compile_args, _compile),
     ("train", "train a model on a data set (the spec's train section, with overrides)", _train_args, _train),
     ("eval", "evaluate trained weights on a data set", _eval_args, _eval),
     ("sample", "write a PNG grid of images generated by a trained GAN generator or VAE decoder", _sample_args, _sample),
     ("draw", "draw a model as a Graphviz diagram (svg, png, pdf or dot) with shapes, blocks and costs", _draw_args, _draw),
+    ("lsp", "run the language server (LSP over stdio) for editors: diagnostics, shapes inline, hover, completion", _lsp_args, _lsp),
+    ("serve", "serve a live preview page (diagram, report, diagnostics) that follows the files as they are saved", _serve_args, _serve),
 ]

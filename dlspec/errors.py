@@ -153,8 +153,23 @@ class Sources:
         text = self.text.get(name)
         if text is None:
             return None
-        lines = text.splitlines()
+        lines = source_lines(text)
         return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+def source_lines(text: str) -> list[str]:
+    r"""The lines of a spec as the lexer counts them: split at ``\n`` only (a form feed, ``\v``,
+    U+2028 and the other breaks of ``str.splitlines`` are not line ends), a CRLF's ``\r`` dropped,
+    no empty last line after a final newline (as ``splitlines``)."""
+    lines = text.split("\n")
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+#: characters shown as a space in a snippet: controls and Unicode line breaks would move the
+#: terminal's cursor or split the line, and the caret below would point elsewhere
+_UNPRINTABLE = {c: " " for c in [*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F, 0x85, 0x2028, 0x2029]}
 
 
 SOURCES = Sources()
@@ -181,7 +196,7 @@ def _snippet(span: Span, sources: Sources, blue: str, red: str, reset: str) -> l
     src = sources.line(span.file, span.line)
     if src is None:
         return []
-    src = src.expandtabs(1)
+    src = src.expandtabs(1).translate(_UNPRINTABLE)
     width = len(str(span.line))
     end = span.end_col if span.end_line == span.line else len(src) + 1
     n = max(1, end - span.col)

@@ -14,13 +14,15 @@ from typing import Any, Callable
 
 from . import ast as A
 from . import ops
+from .bounds import MAX_CALLS, MAX_ITERATIONS, MAX_LAYERS, number_problem, pow_problem
 from .errors import Diagnostic, Note, ResolveError, Span, suggest
 from .ir import Frame, Graph, Node, Output
+from .limits import MAX_BLOCK_DEPTH, stack_depth, too_deep
 from .ops.base import Op, _BindError, _literals, _show
 
-MAX_NODES = 1_000_000
-MAX_REPEAT = 100_000
-MAX_DEPTH = 200
+MAX_NODES = MAX_LAYERS  # the bounds live in dlspec.bounds (docs/language.md, "Limits")
+MAX_REPEAT = MAX_ITERATIONS
+MAX_DEPTH = MAX_BLOCK_DEPTH  # nesting limits live in dlspec.limits
 
 RESERVED_CELL_KWARGS = ("sequences",)
 STRUCTURAL = {"residual", "shortcut", "concat", "add", "multiply", "branch", "repeat", "group"}
@@ -133,6 +135,13 @@ class Expander:
         self.share: list[tuple[str, str]] = []  # (new prefix, owner prefix)
         self.calls: list[str] = []  # blocks being expanded, for recursion
         self.sym_dims: dict[str, str] = {}  # symbolic input sizes (``T``) → the input declaring them
+        self.depth = 0  # bodies being expanded, through block calls (dlspec.limits.MAX_BLOCK_DEPTH)
+        self.base = stack_depth()  # the Python stack's depth where expansion starts
+        # work done so far, against dlspec.bounds: layers (a recurrent op counts its stacked
+        # layers), repeat iterations, block calls
+        self.layers = 0
+        self.iterations = 0
+        self.block_calls = 0
 
     # ---- entry --------------------------------------------------------------
 
@@ -188,14 +197,36 @@ class Expander:
     # ---- statements -----------------------------------------------------------
 
     def body(self, body: A.Body, scope: Scope) -> None:
-        for st in body.stmts:
-            try:
-                self.stmt(st, scope)
-            except Fail as f:
-                self.report(f)
-                scope.current = POISON
-            except _Silent:
-                scope.current = POISON
+        self.depth += 1
+        try:
+            if self.depth > MAX_BLOCK_DEPTH or too_deep(self.base):
+                raise self.nesting_fail(
+                    Span(file=body.span.file, line=body.span.line, col=body.span.col, end_line=body.span.line, end_col=body.span.col + 1)
+                )
+            for st in body.stmts:
+                try:
+                    self.stmt(st, scope)
+                except Fail as f:
+                    self.report(f)
+                    scope.current = POISON
+                except _Silent:
+                    scope.current = POISON
+        finally:
+            self.depth -= 1
+
+    def nesting_fail(self, span: Span) -> Fail:
+        """Bodies nested past dlspec.limits.MAX_BLOCK_DEPTH, counting the bodies of the blocks called."""
+        calls = self.calls if len(self.calls) <= 6 else [*self.calls[:3], "…", *self.calls[-2:]]
+        through = f" through block calls {' → '.join(calls)}" if self.calls else ""
+        if self.depth <= MAX_BLOCK_DEPTH:  # the stack backstop: block calls inside deep expressions
+            return Fail(
+                f"blocks, block calls and expressions nested too deeply{through}", span, help="move inner parts into blocks of their own"
+            )
+        return Fail(
+            f"blocks nested {self.depth} deep{through}; the limit is {MAX_BLOCK_DEPTH}",
+            span,
+            help="a body counts once, and so does each block called inside it; call fewer blocks inside each other",
+        )
 
     def stmt(self, st: A.Stmt, scope: Scope) -> None:
         if isinstance(st, A.ChainStmt):
@@ -400,8 +431,13 @@ class Expander:
         count = self.value(args.pop(0), scope)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise Fail(f"repeat count must be a whole number ≥ 0, got {_show(count)}", part.args[0].span)
-        if count > MAX_REPEAT:
-            raise Fail(f"repeat count {count} is too large (at most {MAX_REPEAT})", part.args[0].span)
+        if self.iterations + count > MAX_ITERATIONS:
+            raise Fail(
+                f"repeat {count} is too many iterations: the model's repeats would run {self.iterations + count:,} in all, "
+                f"more than the limit of {MAX_ITERATIONS:,}",
+                part.args[0].span,
+            )
+        self.iterations += count
         name, index = None, "i"
         while args:
             a = args.pop(0)
@@ -424,7 +460,10 @@ class Expander:
             scope.used[name] = part.span
             base = f"{scope.prefix}{name}."
         single = _single_call(part.body)
+        before = (self.layers, self.iterations, self.block_calls)
         for i in range(count):
+            if i == 1:  # one iteration done: what the others will make, checked before making it
+                self.repeat_budget(count, before, part.args[0].span)
             prefix = f"{base}{i}."
             sub = scope.child(prefix, current=scope.current, states=scope.states)
             sub.names[index] = i
@@ -433,6 +472,18 @@ class Expander:
             self.body(part.body, sub)
             self.carry_back(sub, scope)
             scope.current = sub.current
+
+    def repeat_budget(self, count: int, before: tuple[int, int, int], span: Span) -> None:
+        """Fail when ``count`` iterations like the first one would pass a limit of dlspec.bounds."""
+        now = (self.layers, self.iterations, self.block_calls)
+        for what, limit, b, n in zip(("layers", "repeat iterations", "block calls"), (MAX_LAYERS, MAX_ITERATIONS, MAX_CALLS), before, now):
+            total = n + (n - b) * (count - 1)
+            if total > limit:
+                raise Fail(
+                    f"repeat {count} would make about {total:,} {what} in the model ({count:,} iterations × {n - b:,} each), "
+                    f"more than the limit of {limit:,}",
+                    span,
+                )
 
     def group(self, st: A.CompoundStmt, scope: Scope) -> None:
         part = st.parts[0]
@@ -565,8 +616,10 @@ class Expander:
         path = scope.prefix + name
         if path in self.paths:  # a collapsed scope can meet its parent's names
             path = scope.prefix + scope.auto(name + "_")
-        if len(self.nodes) >= MAX_NODES:
-            raise Fail(f"the model has more than {MAX_NODES} layers", span)
+        size = ops.get(op).layer_count(params)
+        if self.layers + size > MAX_LAYERS:
+            raise Fail(f"the model has more than {MAX_LAYERS:,} layers, the limit", span)
+        self.layers += size
         self.paths[path] = span
         shares = None
         for new, owner in reversed(self.share):
@@ -632,8 +685,15 @@ class Expander:
                 call.span,
                 help="recursion is not allowed; use 'repeat' for repeated structure",
             )
-        if len(self.calls) >= MAX_DEPTH:
-            raise Fail(f"blocks nest deeper than {MAX_DEPTH}", call.span)
+        if self.depth >= MAX_BLOCK_DEPTH:  # the block's body would be one level too deep
+            self.depth += 1
+            try:
+                raise self.nesting_fail(call.span)
+            finally:
+                self.depth -= 1
+        self.block_calls += 1
+        if self.block_calls > MAX_CALLS:
+            raise Fail(f"the model makes more than {MAX_CALLS:,} block calls, the limit", call.span)
         args = self.bind_params(defn, call.args, call.kwargs, call.arg_spans, call.span, scope)
         if defn.kind == "cell":
             return self.expand_cell(call, args, inp, scope, name, span)
@@ -772,9 +832,9 @@ class Expander:
         if isinstance(e, A.Paren):
             return self.eval(e.expr, scope)
         if isinstance(e, A.ListE):
-            return tuple(self.eval(x, scope) for x in e.items)
+            return tuple([self.eval(x, scope) for x in e.items])  # a list: no C frame per nesting level
         if isinstance(e, A.TupleE):
-            return tuple(self.eval(x, scope) for x in e.items)
+            return tuple([self.eval(x, scope) for x in e.items])  # a list: no C frame per nesting level
         if isinstance(e, A.Call):
             return self.call(e, scope)
         if isinstance(e, A.Apply):
@@ -873,9 +933,13 @@ class Expander:
             if e.kwargs:
                 raise Fail(f"{f}() takes no keyword arguments", e.kwargs[0].span)
             try:
-                return BUILTINS[f](*args)
+                out = BUILTINS[f](*args)
             except (TypeError, ValueError, ZeroDivisionError, OverflowError) as ex:
                 raise Fail(f"{f}({', '.join(map(_show, args))}): {ex}", e.span) from None
+            problem = number_problem(out)  # int(1e300): the value rule holds for results of functions too
+            if problem is not None:
+                raise Fail(f"{f}({', '.join(map(_show, args))}) {problem}", e.span)
+            return out
         # a call is most often a block's: suggest blocks first, then ops, functions and names
         hint = suggest(f, list(self.defs)) or suggest(f, ops.USER_OPS + list(BUILTINS) + list(scope.names))
         raise Fail(f"unknown block or function '{f}'{hint}", e.func_span)
@@ -1115,16 +1179,24 @@ class Expander:
             for v, sp in ((left, e.left.span), (right, e.right.span)):
                 if not _is_num(v):
                     raise Fail(f"'{e.op}' needs numbers, got {_show(v)}", sp)
+            shown = f"{_show(left)} {e.op} {_show(right)}"
+            # the value rule (dlspec.bounds), checked before computing: nothing huge is ever built
+            problem = pow_problem(left, right) if e.op == "**" else None
+            if problem is not None:
+                raise Fail(f"{shown} {problem}", e.span)
             try:
-                if e.op == "**" and abs(right) > 64 and abs(left) > 1:
-                    raise OverflowError("result too large")
                 out = _ARITH[e.op](left, right) if e.op in _ARITH else _CMP[e.op](left, right)
             except ZeroDivisionError:
                 raise Fail("division by zero", e.span) from None
-            except (OverflowError, ValueError) as ex:
+            except OverflowError:
+                raise Fail(f"{shown} {number_problem(math.inf)}", e.span) from None
+            except ValueError as ex:
                 raise Fail(f"arithmetic error: {ex}", e.span) from None
             if isinstance(out, complex):
                 raise Fail("the result is not a real number", e.span)
+            problem = number_problem(out)
+            if problem is not None:
+                raise Fail(f"{shown} {problem}", e.span)
             return out
         raise Fail(f"unsupported operator '{e.op}'", e.span)  # pragma: no cover
 

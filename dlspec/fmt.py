@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from . import ast as A
+from .limits import deep
 from .parse import parse
 
 WIDTH = 100
@@ -21,6 +22,7 @@ INDENT = "  "
 _PREC = {"or": 1, "and": 2, "not": 3, "cmp": 4, "+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6, "u": 7, "**": 8}
 
 
+@deep(lambda text, file="<string>": None)
 def format_text(text: str, file: str = "<string>") -> str:
     """The canonical form of ``text`` (raises :class:`dlspec.ParseError` if it does not parse)."""
     module = parse(text, file)
@@ -33,6 +35,7 @@ class _Printer:
         self.lines = text.splitlines()
         self.comments = sorted(module.comments)
         self.done: set[int] = set()
+        self.flats: dict[int, str | None] = {}  # id(statement) → its one-line form (see flat)
 
     # ---- comments and blank lines ----------------------------------------------
 
@@ -53,10 +56,7 @@ class _Printer:
         return out
 
     def trailing(self, line: int) -> str:
-        limit = getattr(self, "limit", None)  # (line, col): comments from here on belong outside
-        for i, (ln, col, txt) in enumerate(self.comments):
-            if limit is not None and (ln, col) >= limit:
-                continue
+        for i, (ln, _col, txt) in enumerate(self.comments):
             if i not in self.done and ln == line:
                 self.done.add(i)
                 return "  " + txt.rstrip()
@@ -116,25 +116,10 @@ class _Printer:
         ``head_indent`` ('' for a continuation such as ``} shortcut {``) defaults to ``indent``."""
         hi = indent if head_indent is None else head_indent
         inner = body.stmts
-        one_line = (
-            body.span.line == body.span.end_line
-            and len(inner) <= 1
-            # a comment inside the braces forces a block; one after the closing brace trails it
-            and not any(
-                body.span.line <= c[0] <= body.span.end_line and not (c[0] == body.span.end_line and c[1] >= body.span.end_col)
-                for i, c in enumerate(self.comments)
-                if i not in self.done
-            )
-        )
-        if one_line:
-            self.limit = (body.span.end_line, body.span.end_col)
-            try:
-                lines = self.stmt(inner[0], "") if inner else [""]
-            finally:
-                self.limit = None
-            text = "{ " + lines[0] + " }" if inner else "{ }"
+        text = self.flat_body(body)
+        if text is not None:
             line = f"{hi}{head} {text}"
-            if len(lines) == 1 and len(line) <= WIDTH:
+            if len(line) <= WIDTH:
                 return [line + (self.trailing(body.span.end_line) if tail else "")]
         out = [f"{hi}{head} {{"]
         prev_end = None
@@ -148,17 +133,75 @@ class _Printer:
         out.append(f"{indent}}}" + (self.trailing(body.span.end_line) if tail else ""))
         return out
 
+    def flat_body(self, body: A.Body) -> str | None:
+        """``{ stmt }`` on one line, or None when the body may not stay on one line: it was
+        written over several lines, has more than one statement, holds a comment, or is too long."""
+        inner = body.stmts
+        if body.span.line != body.span.end_line or len(inner) > 1:
+            return None
+        # a comment inside the braces forces a block; one after the closing brace trails it
+        for i, c in enumerate(self.comments):
+            if i not in self.done and body.span.line <= c[0] <= body.span.end_line:
+                if not (c[0] == body.span.end_line and c[1] >= body.span.end_col):
+                    return None
+        if not inner:
+            return "{ }"
+        text = self.flat(inner[0])
+        return None if text is None else "{ " + text + " }"
+
+    def flat(self, st: A.Stmt) -> str | None:
+        """``st`` on one line, with no indent and no comment, as a one-line body holds it; None
+        when it cannot be (or is longer than a line). Computed once per statement: trying each
+        body on one line and then over several must not format its inside again per level of
+        nesting (that doubled the work per level: 28 nested one-line groups took 47 s)."""
+        key = id(st)
+        if key in self.flats:
+            return self.flats[key]
+        text: str | None
+        if isinstance(st, A.CompoundStmt):
+            pieces = []
+            for part in st.parts:
+                body = self.flat_body(part.body)
+                if body is None:
+                    break
+                pieces.append(self.part_head(part) + " " + body)
+            text = " ".join(pieces) if len(pieces) == len(st.parts) else None
+        elif isinstance(st, A.IfStmt):
+            pieces = []
+            for k, (cond, body) in enumerate(st.branches):
+                b = self.flat_body(body)
+                if b is None:
+                    break
+                pieces.append(f"{'if' if k == 0 else 'elif'} {self.expr(cond)} {b}")
+            if len(pieces) == len(st.branches) and st.orelse is not None:
+                b = self.flat_body(st.orelse)
+                pieces.append(f"else {b}" if b is not None else "")
+            ok = len(pieces) == len(st.branches) + (st.orelse is not None) and all(pieces)
+            text = " ".join(pieces) if ok else None
+        else:
+            parts = self.simple(st)
+            text = parts if isinstance(parts, str) else " -> ".join(parts)
+        if text is not None and len(text) > WIDTH:
+            text = None
+        self.flats[key] = text
+        return text
+
+    def part_head(self, part: A.Part) -> str:
+        """``word args [when cond]`` of one part of a compound statement."""
+        head = part.word
+        if part.args:
+            head += " " + " ".join([self.expr(a, arg=True) for a in part.args])
+        if part.when is not None:
+            head += f" when {self.expr(part.when)}"
+        return head
+
     # ---- statements -------------------------------------------------------------------
 
     def stmt(self, st: A.Stmt, indent: str) -> list[str]:
         if isinstance(st, A.CompoundStmt):
             out: list[str] = []
             for k, part in enumerate(st.parts):
-                head = part.word
-                if part.args:
-                    head += " " + " ".join(self.expr(a, arg=True) for a in part.args)
-                if part.when is not None:
-                    head += f" when {self.expr(part.when)}"
+                head = self.part_head(part)
                 last = k == len(st.parts) - 1
                 lines = self.block(head, part.body, indent, part.span, tail=last, head_indent=None if k == 0 else "")
                 if k > 0:
@@ -218,7 +261,7 @@ class _Printer:
     # ---- expressions ------------------------------------------------------------------
 
     def groups(self, groups: tuple[tuple[A.Expr, ...], ...]) -> str:
-        return ", ".join(" ".join(self.expr(a, arg=True) for a in g) for g in groups if g)
+        return ", ".join([" ".join([self.expr(a, arg=True) for a in g]) for g in groups if g])
 
     def expr(self, e: A.Expr, arg: bool = False) -> str:
         if isinstance(e, A.Num):
@@ -232,9 +275,9 @@ class _Printer:
         if isinstance(e, A.Paren):
             return f"({self.expr(e.expr)})"
         if isinstance(e, A.ListE):
-            return "[" + ", ".join(self.expr(x) for x in e.items) + "]"
+            return "[" + ", ".join([self.expr(x) for x in e.items]) + "]"
         if isinstance(e, A.TupleE):
-            inner = ", ".join(self.expr(x) for x in e.items)
+            inner = ", ".join([self.expr(x) for x in e.items])
             return f"({inner},)" if len(e.items) == 1 else f"({inner})"
         if isinstance(e, A.Call):
             args = [self.expr(a) for a in e.args] + [f"{k.name} = {self.expr(k.value)}" for k in e.kwargs]
@@ -252,7 +295,7 @@ class _Printer:
         if isinstance(e, A.Not):
             return f"not {self.expr(e.operand)}"
         if isinstance(e, A.BoolOp):
-            return f" {e.op} ".join(self.expr(v) for v in e.values)
+            return f" {e.op} ".join([self.expr(v) for v in e.values])
         if isinstance(e, A.Ternary):
             return f"{self.expr(e.then)} if {self.expr(e.cond)} else {self.expr(e.orelse)}"
         raise TypeError(e)  # pragma: no cover

@@ -11,11 +11,13 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast as A
-from .errors import SOURCES, Diagnostic, DlspecError, Note, ParseError, Span
+from .bounds import literal_problem
+from .errors import SOURCES, Diagnostic, DlspecError, Note, ParseError, Span, source_lines
+from .limits import check_nesting
 
 
 def grammar_path() -> Path:
@@ -117,6 +119,7 @@ def _cache_file() -> str | bool:
 def parse(text: str, file: str = "<string>") -> A.Module:
     """Parse one ``.dl`` source into a :class:`dlspec.ast.Module`; raises :class:`ParseError`."""
     SOURCES.add(file, text)
+    check_nesting(text, file)  # before Lark: the passes after it recurse per nesting level
     lark, post = _parser()
     _comments.items = []
     try:
@@ -124,7 +127,7 @@ def parse(text: str, file: str = "<string>") -> A.Module:
     except UnexpectedInput as e:
         raise ParseError(_explain(e, file, text, getattr(post.local, "open_stack", []))) from None
     try:
-        module = _Build(file).transform(tree)
+        module = _transform(_Build(file), tree)
     except VisitError as e:
         if isinstance(e.orig_exc, DlspecError):
             raise e.orig_exc from None
@@ -161,7 +164,7 @@ def _word(t: str) -> str:
 
 def _tok_span(file: str, tok: Token, text: str) -> Span:
     if tok.type == "$END" or tok.line is None:
-        lines = text.splitlines() or [""]
+        lines = source_lines(text) or [""]  # lines as the lexer counts them (``\n`` only)
         n = len(lines)
         col = len(lines[-1]) + 1
         return Span(file=file, line=n, col=col, end_line=n, end_col=col + 1)
@@ -172,12 +175,18 @@ def _tok_span(file: str, tok: Token, text: str) -> Span:
     return Span(file=file, line=tok.line, col=tok.column, end_line=end_line, end_col=end_col)
 
 
+#: the line breaks of ``str.splitlines`` other than ``\n``, ``\r`` and the form feed (whitespace)
+_LINE_BREAKS = "\v\x1c\x1d\x1e\x85\u2028\u2029"
+
+
 def _explain(e: UnexpectedInput, file: str, text: str, open_stack: list[Token]) -> Diagnostic:
     if isinstance(e, UnexpectedCharacters):
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
         span = Span(file=file, line=e.line, col=e.column, end_line=e.line, end_col=e.column + 1)
         if ch in '"':
             return Diagnostic("unterminated string", span, help='close the string with " on the same line')
+        if ch in _LINE_BREAKS:  # what str.splitlines() would break at: not a line end in a spec, nor a space
+            return Diagnostic(f"unexpected character {ch!r}", span, help="a line ends only at a newline; remove this character")
         return Diagnostic(f"unexpected character {ch!r}", span)
     tok: Token = e.token if isinstance(e, (UnexpectedToken, UnexpectedEOF)) and hasattr(e, "token") else None
     if tok is None:
@@ -329,6 +338,10 @@ class _Build(Transformer):
         return A.Name(self.tsp(tok), str(tok))
 
     def number(self, meta, tok):
+        problem = literal_problem(str(tok))  # the value rule, before converting: no 5,000-digit ints
+        if problem is not None:
+            shown = str(tok) if len(tok) <= 30 else f"{str(tok)[:12]}…{str(tok)[-6:]}"
+            raise ParseError(Diagnostic(f"the number {shown} {problem}", self.tsp(tok)))
         return A.Num(self.tsp(tok), _num(str(tok)), str(tok))
 
     def string(self, meta, tok):
@@ -454,7 +467,7 @@ class _Build(Transformer):
         return A.Def(self.sp(meta), kind, name[0], name[1], name[2], body)
 
     def import_stmt(self, meta, tok):
-        return A.Import(self.sp(meta), str(tok)[1:-1])
+        return A.Import(self.sp(meta), _unescape(str(tok)[1:-1], self.tsp(tok)))  # a string like any other
 
     def train_stmt(self, meta, groups, body):
         return A.Train(self.sp(meta), groups, body)
@@ -463,6 +476,23 @@ class _Build(Transformer):
         items = tuple(i for i in items if i is not None)
         span = self.sp(meta) if not meta.empty else Span(file=self.file, line=1, col=1, end_line=1, end_col=1)
         return A.Module(span, items)
+
+
+def _transform(builder: Transformer, tree: Tree) -> A.Module:
+    """``builder.transform(tree)`` without recursion: Lark's transformer recurses once per tree
+    level, and a deeply nested spec (a long sum is a left-deep tree) overflowed Python's stack.
+    Callbacks run children first, exactly as Lark runs them (wrapped in ``VisitError``)."""
+    order: list[Tree] = []
+    todo = [tree]
+    while todo:
+        t = todo.pop()
+        order.append(t)
+        todo.extend(c for c in t.children if isinstance(c, Tree))
+    done: dict[int, object] = {}
+    for t in reversed(order):  # every subtree comes before its parent
+        kids = [done.pop(id(c)) if isinstance(c, Tree) else c for c in t.children]
+        done[id(t)] = builder._call_userfunc(t, kids)
+    return done[id(tree)]
 
 
 def _split_groups(args) -> tuple[tuple, ...]:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import ops
+from .bounds import MAX_INT, MAX_INT_TEXT, size_problem
+from .errors import Diagnostic, ShapeError
 from .ir import Graph
 from .shapes import Dim, Shapes, TensorType, dadd, dvalue, elements, free_names, macs_value
 
@@ -151,7 +153,23 @@ def build(graph: Graph, shapes: Shapes, depth: int | None = None, seq: dict[str,
                 rf.get(n.path),
             )
         )
+    if seq:
+        _check_bound(graph, shapes, dict(seq))
     return Report(graph, shapes, rows, dict(seq or {}))
+
+
+def _check_bound(graph: Graph, shapes: Shapes, seq: dict[str, int]) -> None:
+    """The value rule (dlspec.bounds) for the figures with symbolic sizes bound (``--seq T=…``):
+    each layer's MACs and elements per sample at most 2**63 − 1, else a located error."""
+    bound = ", ".join(f"{k}={v}" for k, v in seq.items())
+    for n in graph.top_level():
+        numel = elements(shapes.types[n.path].sample)
+        env = {**{s: 1 for s in free_names(numel)}, **seq}
+        for what, v in (("MACs per sample", macs_value(shapes.costs[n.path].macs, seq)), ("elements per sample", dvalue(numel, env) or 0)):
+            about = size_problem(v)
+            if about is not None:
+                message = f"{n.op} '{n.path}' has too many {what} at {bound} ({about}; the limit is {MAX_INT_TEXT})"
+                raise ShapeError(Diagnostic(message, n.span))
 
 
 def receptive_fields(graph: Graph, shapes: Shapes) -> dict[str, tuple[int, int]]:
@@ -176,6 +194,8 @@ def receptive_fields(graph: Graph, shapes: Shapes) -> dict[str, tuple[int, int]]
         if win is None:
             continue
         (r, j, _), (k, s) = ins[0], win[0]
+        if max(r + (k - 1) * j, j * s) > MAX_INT:  # past any input's size (the value rule): no meaningful field
+            continue
         track[n.path] = (r + (k - 1) * j, j * s, True)
     # only layers that some window (conv, pool) came before have a meaningful field
     return {p: (r, j) for p, (r, j, seen) in track.items() if seen}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Union
 
+from .bounds import MAX_INT, MAX_INT_TEXT, size_problem
 from .errors import Diagnostic, Note, ShapeError, Span
 
 if TYPE_CHECKING:  # the IR imports the op catalogue, whose rules import this module
@@ -334,6 +335,7 @@ def infer(graph: Graph) -> Shapes:
             if node.shares is not None:
                 params, buffers = 0, 0
             macs = op.macs(node.params, ins, out, ctx)
+            check_sizes(ctx, out, params, buffers, macs)
         except ShapeFail as f:
             bad.add(node.path)
             diags.append(_diag(f, node))
@@ -372,11 +374,36 @@ def run_body(graph: Graph, body: tuple[str, ...], types: dict[str, TensorType], 
             out = op.infer(node.params, ins, sub)
             p, b = op.count(node.params, ins, out, sub)
             m = op.macs(node.params, ins, out, sub)
+            check_sizes(sub, out, p, b, m)
         except ShapeFail as f:
             raise _Nested(f, node) from None
         types[path] = out
         costs[path] = Costs(p, b, m)
     return costs
+
+
+def check_sizes(ctx: Ctx, out: TensorType, params: int, buffers: int, macs: Dim) -> None:
+    """The value rule (dlspec.bounds) for what a layer derives: each dim, the elements per sample,
+    params, buffers and MACs at most 2**63 − 1 (a symbolic size: each coefficient, its size at T = 1)."""
+    fast = 1  # the common case, all sizes known: one product and four comparisons
+    for d in out.shape[1:]:
+        if d.__class__ is not int:
+            break
+        fast *= d
+    else:
+        if 0 < fast <= MAX_INT and params <= MAX_INT and buffers <= MAX_INT and macs.__class__ is int and macs <= MAX_INT:
+            return
+    numel: Dim = 1
+    for k, d in enumerate(out.shape):
+        about = size_problem(d)
+        if about is not None:
+            raise ShapeFail(f"{ctx.name()}: output dim {k} is too large ({about}; the limit for a size is {MAX_INT_TEXT})")
+        if k:
+            numel = numel * d if isinstance(numel, int) and isinstance(d, int) else dmul(numel, d)
+    for what, v in (("elements per sample", numel), ("parameters", params), ("buffers", buffers), ("MACs per sample", macs)):
+        about = size_problem(v)
+        if about is not None:
+            raise ShapeFail(f"{ctx.name()} has too many {what} ({about}; the limit is {MAX_INT_TEXT})")
 
 
 class _Nested(ShapeFail):

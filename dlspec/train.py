@@ -10,10 +10,10 @@ Files are written atomically. Everything random is a pure function of (seed, epo
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,32 +157,115 @@ def _pydantic_message(e: Exception) -> str:
 
 
 def new_run_dir(root: Path, model: str) -> Path:
-    """``runs/<model>-<YYYYmmdd-HHMMSS>`` (with a suffix if that exists: nothing is overwritten)."""
+    """``runs/<model>-<YYYYmmdd-HHMMSS>`` (with a suffix if that exists: nothing is overwritten).
+    A root that cannot hold it (read-only, not a folder, …) is a :class:`~dlspec.runfiles.WriteError`.
+    Temporary files that killed runs left in ``root``'s other run directories are removed."""
+    from .runfiles import WriteError, remove_stale_temps
+
+    root = Path(root)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for k in range(1000):
         d = root / (f"{model}-{stamp}" + (f"-{k}" if k else ""))
         try:
             d.mkdir(parents=True, exist_ok=False)
-            return d
         except FileExistsError:
-            continue
+            if d.exists() or d.is_symlink():
+                continue
+            raise WriteError(f"{root}: cannot create a run directory: {_not_a_folder(root)}", root) from None
+        except OSError as e:
+            reason = _not_a_folder(root) if e.errno == errno.ENOTDIR else (e.strerror or str(e))
+            raise WriteError(f"{root}: cannot create a run directory: {reason}", root) from None
+        for other in _subfolders(root):
+            if other != d:
+                remove_stale_temps(other)
+        return d
     raise TrainError(f"cannot create a run directory under {root}")
 
 
+def _not_a_folder(root: Path) -> str:
+    """Which part of ``root`` is a file, for 'cannot create a run directory'."""
+    for p in (root, *root.parents):
+        if p.exists() and not p.is_dir():
+            return f"{p} is a file, not a folder"
+    return "Not a directory"
+
+
+def _subfolders(root: Path) -> list[Path]:
+    try:
+        return [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+
+
+def start_run_dir(root: Path, model: str, spec_file: str | Path, config_json: str) -> Path:
+    """A new run directory holding the spec's copy and ``config.json``, written before training
+    starts: a root or disk that cannot take them fails here (a :class:`~dlspec.runfiles.WriteError`),
+    and the half-made directory is removed."""
+    import shutil
+
+    from .runfiles import WriteError, atomic_write
+
+    spec = Path(spec_file).read_bytes()
+    d = new_run_dir(root, model)
+    try:
+        atomic_write(d / "spec.dl", spec)
+        atomic_write(d / "config.json", config_json)
+    except WriteError:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
+    return d
+
+
+def start_over(run_dir: Path) -> bool:
+    """Prepare ``run_dir`` for ``--resume``: remove the temporary files of interrupted writes;
+    with no checkpoint yet (killed before its first epoch ended) say that the run trains from
+    its start, in the same directory, and clear its ``metrics.jsonl``. True in that case."""
+    import sys
+
+    from .runfiles import atomic_write, remove_stale_temps
+
+    remove_stale_temps(run_dir, legacy=True)
+    if (run_dir / "last.safetensors").is_file():
+        return False
+    print(f"{run_dir} has no checkpoint yet (it stopped before its first epoch ended): training it from the start", file=sys.stderr)
+    if (run_dir / "metrics.jsonl").exists():
+        atomic_write(run_dir / "metrics.jsonl", "")
+    return True
+
+
+def stopped(e: Exception, run_dir: Path) -> Exception:
+    """A :class:`~dlspec.runfiles.WriteError` during training, with what is left and what to do."""
+    from .runfiles import WriteError
+
+    if not isinstance(e, WriteError):
+        return e
+    last = run_dir / "last.safetensors"
+    if not run_dir.exists():
+        tail = "training stopped before its first checkpoint (the run directory was removed)"
+    elif last.is_file():
+        try:
+            meta = check_safetensors(last)
+            kept = f"episode {meta['episode']}" if "episode" in meta else f"epoch {meta['epoch']}"
+        except (DlspecError, KeyError):
+            kept = "the last finished epoch"
+        tail = f"training stopped; {last} keeps {kept}: free some space, then dlspec train --resume {run_dir}"
+    else:
+        tail = f"training stopped before its first checkpoint: free some space, then dlspec train --resume {run_dir}"
+    return WriteError(f"{e.diagnostics[0].message}; {tail}", e.path)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """``text`` to ``path`` atomically (:func:`dlspec.runfiles.atomic_write`)."""
+    from .runfiles import atomic_write
+
+    atomic_write(path, text)
 
 
 def append_line(path: Path, obj: dict) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(obj) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """One JSON line appended whole to ``path`` (:func:`dlspec.runfiles.append_line`)."""
+    from .runfiles import append_line as append
+
+    append(path, json.dumps(obj))
 
 
 def file_digest(path: Path) -> str:
@@ -358,10 +441,11 @@ class Trainer:
     def load_weights(self, path: Path, name_map: str | Path | None = None) -> None:
         """Weights from a run checkpoint (``model.`` keys), ``net.save``, or a PyTorch file
         (``name_map``: see :func:`dlspec.load_weights`)."""
-        from .backend.tinygrad import is_torch_file, load_weights
+        from .backend.tinygrad import load_weights
+        from .weightfile import weights_format
 
         path = Path(path)
-        if not is_torch_file(path):
+        if weights_format(path) == "safetensors":  # its whole header validated before the model is touched
             check_safetensors(path, "weights file")
         self._loading(path, lambda: load_weights(self.net, path, name_map))  # a run checkpoint's model.* part, or the whole file
 
@@ -467,6 +551,7 @@ class Trainer:
             pos, history = self.restore(self.dir / "last.safetensors")
             # metrics.jsonl may hold a line of an epoch the checkpoint does not (killed in between): rewrite it
             atomic_write_text(self.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            write_plot(self.dir / "loss.svg", history)  # the curve of the same epochs
             if pos.epoch >= c.epochs or (c.max_steps is not None and pos.step >= c.max_steps):
                 self.log(f"the run is already complete ({pos.epoch} epochs, {pos.step} steps); pass --epochs N to train further")
             else:
@@ -588,41 +673,22 @@ def _read(path: Path) -> dict:
 
 
 def check_safetensors(path: Path, what: str = "checkpoint") -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file, after checking that the file is whole: a
-    readable header whose tensors all lie inside the file (a truncated file fails here, not later)."""
-    import struct
+    """The ``__metadata__`` of a safetensors file, after validating its whole header
+    (:func:`dlspec.weightfile.safetensors_header`: every tensor's dtype, shape and offsets, and
+    that they tile the data exactly — a truncated file fails here, not later)."""
+    from .weightfile import WeightsError, safetensors_header
 
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) != 8:
-                raise TrainError(f"{path}: truncated {what} ({size} bytes; not a safetensors file)")
-            (n,) = struct.unpack("<Q", head)
-            if n > size - 8:
-                raise TrainError(f"{path}: truncated or corrupt {what} (header of {n} bytes in a file of {size})")
-            header = json.loads(fh.read(n))
+        return safetensors_header(path).metadata
     except FileNotFoundError:
         raise TrainError(f"{path}: no such {what}") from None
     except IsADirectoryError:
         raise TrainError(f"{path}: is a directory, not a {what}") from None
-    except (ValueError, UnicodeDecodeError):
-        raise TrainError(f"{path}: corrupt {what} (its safetensors header is not valid JSON)") from None
-    if not isinstance(header, dict):
-        raise TrainError(f"{path}: corrupt {what} (bad safetensors header)")
-    end = 0
-    for k, v in header.items():
-        if k == "__metadata__":
-            continue
-        try:
-            end = max(end, int(v["data_offsets"][1]))
-        except (KeyError, TypeError, ValueError, IndexError):
-            raise TrainError(f"{path}: corrupt {what} (tensor '{k}' has no data offsets)") from None
-    if 8 + n + end > size:
-        raise TrainError(f"{path}: truncated {what} ({size} bytes, its header needs {8 + n + end})")
-    meta = header.get("__metadata__") or {}
-    return meta if isinstance(meta, dict) else {}
+    except OSError as e:
+        raise TrainError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
+    except WeightsError as e:
+        raise TrainError(str(e).removeprefix("error: ")) from None
 
 
 def _head(ds, n: int):

@@ -1,8 +1,11 @@
 """Hypothesis properties of the front end.
 
-(a) No input makes ``load(text).check()`` or ``format_text`` raise anything but
-``DlspecError``: random token sequences from the language's vocabulary, and valid specs
-mutated by deleting, duplicating or swapping tokens or characters.
+(a) No input makes ``load(text).check()``, ``format_text`` or (when the check passes) the
+report, as JSON, raise anything but ``DlspecError``: random token sequences from the
+language's vocabulary, valid specs mutated by deleting, duplicating or swapping tokens or
+characters, and the fuzzer's families (tests/fuzzgen.py): every construct of the grammar,
+huge numbers in every position, nesting up to and past the limits, long chains of block
+calls. A small run here; ``bench/fuzz.py`` runs a seeded campaign of 100,000 cases.
 (b) On generated valid specs ``fmt`` is idempotent and preserves the IR.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+import fuzzgen
 from conftest import ROOT, strip_spans
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,64 +24,12 @@ from dlspec.fmt import format_text
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 SPECS = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "specs").glob("*.dl"))]
-TOKEN_RE = re.compile(r'"[^"\n]*"|\d+\.?\d*(?:e-?\d+)?|[A-Za-z_]\w*|->|==|!=|<=|>=|//|\*\*|#[^\n]*|\n|\S')
-
-# a list, not a set: newlines come up more often
-VOCAB = [
-    *"model block cell train import input output state gate if elif else when and or not true false as index".split(),
-    *"residual shortcut concat add multiply branch repeat group".split(),
-    *"dense conv deconv pool max avg global flatten reshape relu tanh sigmoid softmax dropout batchnorm attention".split(),
-    *"kernel stride padding bias units heads mask same valid sequences data loss optimizer sgd lr batch epochs x h T".split(),
-    "M",
-    "B",
-    "B(",
-    "M(",
-    "{",
-    "}",
-    "(",
-    ")",
-    "[",
-    "]",
-    ",",
-    ";",
-    ":",
-    "=",
-    "->",
-    "+",
-    "-",
-    "*",
-    "/",
-    "//",
-    "%",
-    "**",
-    "==",
-    "!=",
-    "<",
-    ">=",
-    "0",
-    "1",
-    "3",
-    "-1",
-    "0.5",
-    "1e-3",
-    '"a.dl"',
-    '"\\x"',
-    "# c",
-    "\n",
-    "\n",
-    "\n",
-]
+TOKEN_RE = fuzzgen.TOKEN_RE
+# a list, not a set: newlines come up more often; every keyword, op and setting word, huge numbers
+VOCAB = fuzzgen.VOCAB
 
 
-def only_dlspec_errors(text: str) -> None:
-    try:
-        dlspec.load(text).check()
-    except dlspec.DlspecError:
-        pass
-    try:
-        format_text(text)
-    except dlspec.DlspecError:
-        pass
+only_dlspec_errors = fuzzgen.only_dlspec_errors
 
 
 @FAST
@@ -114,6 +66,63 @@ def mutated_spec(draw):
 @given(mutated_spec())
 def test_mutated_specs_raise_only_dlspec_errors(text):
     only_dlspec_errors(text)
+
+
+@st.composite
+def family(draw, name: str) -> str:
+    return fuzzgen.FAMILIES[name][0](fuzzgen.DrawChooser(draw))
+
+
+LARGE = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+
+
+@settings(LARGE, max_examples=60)
+@given(family("grammar"))
+def test_every_construct_raises_only_dlspec_errors(text):
+    only_dlspec_errors(text)
+
+
+@settings(LARGE, max_examples=60)
+@given(family("huge"))
+def test_huge_numbers_in_every_position_raise_only_dlspec_errors(text):
+    only_dlspec_errors(text)
+
+
+@settings(LARGE, max_examples=8)
+@given(family("deep"))
+def test_deep_nesting_up_to_and_past_the_limits_raises_only_dlspec_errors(text):
+    only_dlspec_errors(text)
+
+
+@settings(LARGE, max_examples=10)
+@given(family("chain"))
+def test_long_chains_of_block_calls_raise_only_dlspec_errors(text):
+    only_dlspec_errors(text)
+
+
+def test_the_families_make_what_they_say():
+    """The generators reach what they are for: valid specs, each huge-number template, the
+    limits and every construct of the grammar's statements."""
+    import random
+
+    ch = fuzzgen.RandomChooser(random.Random(0))
+    grammar = "\n".join(fuzzgen.grammar_spec(ch) for _ in range(300))
+    words = "import model block cell train input output state gate if elif else when residual shortcut concat add multiply branch repeat as index group"
+    for w in words.split():
+        assert re.search(rf"\b{w}\b", grammar), w
+    for op in ["**", "//", "%", "==", "!=", "<=", ">=", " and ", " or ", "not ", " if ", "->", "(x, h)", "c = "]:
+        assert op in grammar, op
+    huge = [fuzzgen.huge_spec(ch) for _ in range(400)]
+    assert all("@" not in t for t in huge)
+    assert any("9" * 5000 in t for t in huge) and any("(2 ** 64) ** 64" in t for t in huge)
+    deep = [fuzzgen.deep_spec(ch) for _ in range(60)]
+    past = 0
+    for t in deep:
+        try:
+            dlspec.load(t)
+        except dlspec.DlspecError as e:
+            past += any("the limit is" in d.message for d in e.diagnostics)
+    assert 0 < past < len(deep)
 
 
 # ---- (b) generated valid specs ----------------------------------------------------

@@ -17,9 +17,9 @@ from typing import Any, Iterator
 import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 from tinygrad.helpers import TRAINING
-from tinygrad.nn.state import get_state_dict, safe_load, safe_save
+from tinygrad.nn.state import get_state_dict
 
-from .. import ops
+from .. import ops, weightfile
 from ..errors import BackendError, Diagnostic, UsageError, suggest
 from ..ir import Graph, Node
 from ..shapes import Shapes, TensorType, dvalue
@@ -309,7 +309,7 @@ class Net:
                 f"net.save writes safetensors, not PyTorch pickles: name the file '{Path(path).with_suffix('.safetensors').name}'"
                 " (PyTorch files can be read by dlspec.load_weights, not written)"
             )
-        save_state(self.state_dict(), path, metadata)
+        save_state(self.state_dict(), path, metadata, what="weights")
 
     def __repr__(self) -> str:
         p, b = self.num_params()
@@ -538,78 +538,64 @@ def _names(d) -> set[str]:
 # ---- weights files ----------------------------------------------------------------------------------
 
 
-def save_state(sd: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """safetensors, written to a temporary file, fsynced, then renamed over ``path``."""
-    import os
-    import tempfile
+def save_state(sd: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None, what: str = "checkpoint") -> None:
+    """safetensors (the format ``tinygrad.nn.state.safe_save`` writes), written with plain
+    ``write()`` calls to a temporary file, fsynced, then renamed over ``path``
+    (:func:`dlspec.runfiles.save_safetensors`): a full disk is a :class:`~dlspec.runfiles.WriteError`
+    naming the file, the temporary file removed and the old ``path`` intact."""
+    from ..runfiles import save_safetensors
 
     path = Path(path)
     if not path.resolve().parent.is_dir():
         raise UsageError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        safe_save({k: v.contiguous() for k, v in sd.items()}, tmp, metadata)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    save_safetensors(path, {k: v.contiguous() for k, v in sd.items()}, metadata, what)
 
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-#: keys under which PyTorch checkpoints commonly keep the model's state dict
-WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "module")
+WRAPPERS = weightfile.WRAPPERS  # keys under which PyTorch checkpoints keep the model's state dict
+is_torch_file = weightfile.is_torch_file
+_is_safetensors = weightfile.is_safetensors
+
+#: tinygrad dtype → the NumPy dtype a loaded array is cast to on the host (bfloat16: none)
+_HOST = {
+    dtypes.float32: np.float32,
+    dtypes.float16: np.float16,
+    dtypes.float64: np.float64,
+    dtypes.int8: np.int8,
+    dtypes.int16: np.int16,
+    dtypes.int32: np.int32,
+    dtypes.int64: np.int64,
+    dtypes.uint8: np.uint8,
+    dtypes.uint16: np.uint16,
+    dtypes.uint32: np.uint32,
+    dtypes.uint64: np.uint64,
+    dtypes.bool: np.bool_,
+}
 
 
-def _is_safetensors(path: Path) -> bool:
-    """safetensors: an 8-byte little-endian header length, then a JSON header."""
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size
-
-
-def is_torch_file(path: str | Path) -> bool:
-    """A ``torch.save`` file by its first bytes: a zip archive, or a (legacy) pickle."""
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """A safetensors or PyTorch state dict as NumPy arrays, read by :mod:`dlspec.weightfile`
+    (PyTorch pickles through an allow-list; nothing in the file runs; every size checked)."""
+    return weightfile.read(path).tensors
 
 
 def read_weights(path: str | Path) -> dict[str, Tensor]:
-    """A safetensors or PyTorch (no PyTorch needed) state dict, told apart by content; a
-    checkpoint's ``state_dict``/``model_state_dict``/… is unwrapped. Clear errors for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path} is a directory, not a weights file" if path.is_dir() else f"no such weights file: {path}")
-    safetensors = _is_safetensors(path)
-    kind = "safetensors" if safetensors else "PyTorch"
-    try:
-        if safetensors:
-            sd = safe_load(str(path))
-        else:
-            from tinygrad.nn.state import torch_load
+    """A safetensors or PyTorch state dict (no PyTorch needed), told apart by content; a
+    checkpoint's ``state_dict``/``model_state_dict``/… is unwrapped. Clear errors for anything
+    else. float64 arrays become float32 tensors (no dlspec model computes in float64)."""
+    return {k: _tensor(v) for k, v in read_arrays(path).items()}
 
-            sd = torch_load(str(path))
-    except Exception as e:  # noqa: BLE001 - any failure to read is the file's fault
-        why = f"{type(e).__name__}: {e}"
-        if isinstance(e, KeyError) and str(e).strip("'") == "DoubleStorage":
-            why = "it holds float64 tensors, which tinygrad's reader does not take; save model.float().state_dict()"
-        elif not safetensors and (isinstance(e, (KeyError, TypeError, AttributeError)) or "NEWOBJ" in str(e)):
-            why = f"{why}; a whole pickled model (torch.save(model)) cannot be read without its code: save model.state_dict() instead"
-        raise BackendError(f"{path}: not a readable {kind} weights file ({why})") from None
-    if isinstance(sd, dict) and not all(isinstance(v, Tensor) for v in sd.values()):
-        inner = next(
-            (sd[k] for k in WRAPPERS if isinstance(sd.get(k), dict) and sd[k] and all(isinstance(v, Tensor) for v in sd[k].values())), None
-        )
-        if inner is not None:
-            sd = inner
-    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
-        found = ", ".join(f"{k} ({type(v).__name__})" for k, v in list(sd.items())[:12]) if isinstance(sd, dict) else type(sd).__name__
-        raise BackendError(f"{path}: does not hold a state dict of tensors (found {found}); the state dict may be under another key")
-    return sd
+
+def _tensor(a: np.ndarray, like: Tensor | None = None) -> Tensor:
+    """``a`` as a tensor: with ``like``, in its dtype (cast on the host where NumPy has the dtype)
+    and on its device."""
+    if like is None:
+        return Tensor(a.astype(np.float32) if a.dtype == np.float64 else a)
+    host = _HOST.get(like.dtype)
+    one = like.device if isinstance(like.device, str) else None  # a sharded tensor: copied to its devices below
+    t = Tensor(a.astype(host if host is not None else np.float32, copy=False), device=one)
+    t = t if host is not None else t.cast(like.dtype)
+    return t if one is not None else t.to(like.device)
 
 
 def load_weights(net: Net, path: str | Path, name_map: dict[str, str] | str | Path | None = None, strict: bool = True) -> None:
@@ -618,7 +604,7 @@ def load_weights(net: Net, path: str | Path, name_map: dict[str, str] | str | Pa
 
     ``name_map``: ``{"file prefix or key": "spec prefix or key"}`` (or a path to a text file
     with ``file_name  spec_name`` lines) applied as prefix rewrites, longest first."""
-    sd = read_weights(path)
+    sd = read_arrays(path)
     run = all(k.startswith(("model.", "optim.")) for k in sd) and any(k.startswith("optim.") for k in sd)
     if run and any(k.startswith("model.") for k in sd):  # a dlspec run's checkpoint: the model, not the optimizer
         sd = {k[len("model.") :]: v for k, v in sd.items() if k.startswith("model.")}
@@ -626,9 +612,10 @@ def load_weights(net: Net, path: str | Path, name_map: dict[str, str] | str | Pa
 
 
 def load_state(
-    net: Net, sd: dict[str, Tensor], source: str, name_map: dict[str, str] | str | Path | None = None, strict: bool = True
+    net: Net, sd: dict[str, Tensor | np.ndarray], source: str, name_map: dict[str, str] | str | Path | None = None, strict: bool = True
 ) -> None:
-    """:func:`load_weights` on a state dict already read (``source`` names it in errors)."""
+    """:func:`load_weights` on a state dict already read (``source`` names it in errors); values are
+    tensors or NumPy arrays, cast to the model's dtypes."""
     rules = _read_map(name_map)
     renamed: dict[str, Tensor] = {}
     sources: dict[str, list[str]] = {}
@@ -669,7 +656,11 @@ def load_state(
     new = {}
     for k, t in mine.items():
         if k in renamed:
-            src = renamed[k].to(t.device)
+            v = renamed[k]
+            if isinstance(v, np.ndarray):
+                new[k] = _tensor(v, t)
+                continue
+            src = v.to(t.device)
             new[k] = src.cast(t.dtype) if src.dtype != t.dtype else src
     for k, v in new.items():
         mine[k].assign(v)

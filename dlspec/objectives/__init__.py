@@ -41,9 +41,10 @@ def train_command(args, prog, cfg: ObjectiveConfig, run_dir: Path | None = None,
     and the final table (``--json``: the summary)."""
     import shutil
 
-    from ..errors import UsageError
+    from ..errors import DlspecError, UsageError
     from ..progress import QuietUI, RichUI, print_summary
-    from ..train import atomic_write_text, new_run_dir
+    from ..runfiles import WriteError
+    from ..train import start_run_dir, stopped
 
     episodes = getattr(args, "episodes", None)
     if episodes is not None and run_dir is None:
@@ -52,15 +53,21 @@ def train_command(args, prog, cfg: ObjectiveConfig, run_dir: Path | None = None,
         if episodes < 1:
             raise UsageError(f"--episodes must be positive, got {episodes}")
         cfg = cfg.model_copy(update={"episodes": episodes})
+    new = run_dir is None
     if run_dir is None:
-        run_dir = new_run_dir(Path(args.out), cfg.model)
-        shutil.copyfile(args.file, run_dir / "spec.dl")
-        atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
+        run_dir = start_run_dir(Path(args.out), cfg.model, args.file, cfg.model_dump_json(indent=2))
     quiet = args.quiet or args.json or not sys.stderr.isatty()
     ui = QuietUI() if quiet else RichUI()
     with ui:
         ui.log(f"run directory {run_dir}")
-        summary = runner(prog, cfg, run_dir, ui.log, ui).run(resume=resume)
+        try:
+            summary = runner(prog, cfg, run_dir, ui.log, ui).run(resume=resume)
+        except DlspecError as e:
+            if new and {p.name for p in run_dir.iterdir()} <= {"config.json", "spec.dl"}:
+                shutil.rmtree(run_dir)  # failed before it wrote anything of its own: leave no half-made run behind
+            if isinstance(e, WriteError):
+                raise stopped(e, run_dir) from None
+            raise
     print_summary(summary, args.json, final_table)
     return 0
 
@@ -85,7 +92,8 @@ def resume_objective(args, run_dir: Path, overrides: dict[str, Any]) -> int | No
     cfg = cfg.model_copy(update=overrides)
     prog = load(run_dir / "spec.dl", name=str(run_dir / "spec.dl"))
     atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
-    return train_command(args, prog, cfg, run_dir=run_dir, resume=True)
+    # no checkpoint yet (killed before its first epoch ended): trains from the start (see train.start_over)
+    return train_command(args, prog, cfg, run_dir=run_dir, resume=(run_dir / "last.safetensors").is_file())
 
 
 def final_table(summary: dict) -> Any:

@@ -125,11 +125,14 @@ def save_grid(
 
 
 def _save_image(img, path: Path) -> None:
-    import os
+    """A PIL image as PNG, encoded in memory, then written atomically (:func:`dlspec.runfiles.atomic_write`)."""
+    import io
 
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    from ..runfiles import atomic_write
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write(path, buf.getbuffer())
 
 
 # ---- learning curves -------------------------------------------------------------------------------
@@ -299,19 +302,11 @@ def load_checkpoint(path: Path, parts: dict[str, Any]) -> dict[str, str]:
 
 
 def metadata(path: Path) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file."""
-    import struct
+    """The ``__metadata__`` of a safetensors file, its whole header validated (see
+    :func:`dlspec.train.check_safetensors`)."""
+    from ..train import check_safetensors
 
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) != 8:
-            raise TrainError(f"{path}: truncated checkpoint")
-        (n,) = struct.unpack("<Q", head)
-        try:
-            header = json.loads(fh.read(n))
-        except ValueError:
-            raise TrainError(f"{path}: corrupt checkpoint header") from None
-    return header.get("__metadata__", {}) if isinstance(header, dict) else {}
+    return check_safetensors(path, "checkpoint")
 
 
 def head(ds, n: int):
@@ -401,16 +396,27 @@ class Record:
     def __init__(self, run_dir: Path):
         self.dir = run_dir
         self.history: list[dict] = []
+        self._dirty = False  # the file holds lines that are not in the history (unreadable ones)
         path = run_dir / "metrics.jsonl"
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
-                    self.history.append(json.loads(line))
+                    rec = json.loads(line)
                 except ValueError:
-                    continue
+                    rec = None
+                if isinstance(rec, dict):
+                    self.history.append(rec)
+                else:
+                    self._dirty = True
 
     def keep(self, upto: int, key: str = "epoch") -> None:
-        self.history = [r for r in self.history if r.get(key, 0) <= upto]
+        """Keep the records up to ``upto`` (the checkpoint's position); metrics.jsonl is
+        rewritten atomically when that drops lines, so later appends follow whole lines."""
+        kept = [r for r in self.history if r.get(key, 0) <= upto]
+        if self._dirty or len(kept) != len(self.history):
+            atomic_write_text(self.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+            self._dirty = False
+        self.history = kept
 
     def add(self, rec: dict) -> None:
         self.history.append(rec)

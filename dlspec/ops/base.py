@@ -61,6 +61,12 @@ class Op:
         return 0
 
     @classmethod
+    def layer_count(cls, p: Any) -> int:
+        """How many layers one node of this op stands for, against the model's layer limit
+        (dlspec.bounds.MAX_LAYERS): 1, or a recurrent op's stacked ``layers``."""
+        return 1
+
+    @classmethod
     def summary(cls, p: Any, dims: int = 2) -> list[str]:
         """Key params in glossary words, e.g. ``['conv 64', '3×3', '/2']``; ``dims``: spatial dims
         of the layer's output (a kernel 3 is ``3`` in 1-D, ``3×3`` in 2-D)."""

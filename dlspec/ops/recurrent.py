@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
+from pydantic import Field
+
+from ..bounds import MAX_LAYERS
 from ..shapes import ShapeFail, TensorType, dmul, need_float, need_rank
 from .base import Op, OpParams
 from .types import Pos, Rate
@@ -11,7 +14,8 @@ from .types import Pos, Rate
 
 class RecurrentParams(OpParams):
     hidden: Pos
-    layers: Pos = 1
+    #: stacked layers; each counts against the model's layer limit, checked before any work
+    layers: Annotated[int, Field(gt=0, le=MAX_LAYERS)] = 1
     bidirectional: bool = False
     #: True: all steps ``(N, T, H)``; False: the last step ``(N, H)``
     sequences: bool = True
@@ -50,6 +54,10 @@ class _Recurrent(Op):
         if p.dropout and p.layers == 1:
             ctx.warn(f"{ctx.name()} dropout {p.dropout:g} has no effect with one layer (it applies between layers)")
         return TensorType((x.shape[0], x.shape[1], width) if p.sequences else (x.shape[0], width), x.dtype)
+
+    @classmethod
+    def layer_count(cls, p) -> int:
+        return p.layers
 
     @classmethod
     def per_step(cls, p, f: int) -> tuple[int, int]:

@@ -1,0 +1,296 @@
+"""Writing run files safely: one atomic-write path for every file a run (or ``net.save``) writes.
+
+Every file is written to a temporary sibling ``.NAME.PID.XXXXXXXX.tmp`` with plain ``write()``
+calls (never through a memory map: a full disk is an ``ENOSPC`` error, not a ``SIGBUS``),
+fsynced, then renamed over ``NAME`` (``os.replace``), and the folder fsynced. The temporary file is
+created like a normal ``open()`` does (mode ``0o666`` less the umask: ``0644`` under the usual
+umask 022). On any ``OSError`` the temporary file is removed, the previous ``NAME`` stays as it
+was, and a :class:`WriteError` names the file and the reason::
+
+    runs/x/last.safetensors: cannot write checkpoint: No space left on device
+
+``metrics.jsonl`` lines are appended whole: a failed append is truncated back, so the file never
+ends in half a line. Temporary files left by a killed process (its pid is gone) are removed by
+:func:`remove_stale_temps`, on the next write of the same file and when a run is resumed.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import DlspecError
+
+
+class WriteError(DlspecError):
+    """A file that cannot be written (a full disk, a read-only folder, …): exit code 1."""
+
+    stage = "write"
+
+    def __init__(self, message: str, path: Path | str | None = None):
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+#: flags of a new temporary file: created here or not at all, never inherited by child processes
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+#: what a file is called in messages, by name or suffix
+_WHAT = {
+    "metrics.jsonl": "metrics",
+    "config.json": "run configuration",
+    "summary.json": "run summary",
+    "eval.json": "evaluation results",
+    "spec.dl": "spec copy",
+    ".safetensors": "checkpoint",
+    ".svg": "plot",
+    ".png": "image",
+}
+#: a temporary file of this module: ``.NAME.PID.HEX8.tmp``
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+#: temporary files of earlier dlspec versions: ``.NAME.XXXXXXXX.tmp`` (mkstemp), ``.NAME.tmpPID[.png]``
+_LEGACY = (re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$"), re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)(\.png)?$"))
+#: bytes gathered before a ``write()`` call
+_CHUNK = 1 << 20
+
+
+def describe(path: Path | str) -> str:
+    """What ``path`` is, for messages: ``checkpoint``, ``metrics``, ``plot``, … (else ``file``)."""
+    p = Path(path)
+    return _WHAT.get(p.name) or _WHAT.get(p.suffix.lower()) or "file"
+
+
+def _write(fd: int, data: memoryview) -> int:
+    """One ``write()`` system call (the single place bytes reach a file; tests replace it)."""
+    return os.write(fd, data)
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        n = _write(fd, view[:_CHUNK])
+        if n <= 0:  # pragma: no cover - a regular file never takes 0 bytes without an error
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        view = view[n:]
+
+
+class _FdWriter:
+    """A minimal buffered writer on a file descriptor, through :func:`_write`."""
+
+    def __init__(self, fd: int):
+        self.fd, self.buf = fd, bytearray()
+
+    def write(self, data: bytes | bytearray | memoryview | str) -> int:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        view = memoryview(data).cast("B")
+        if len(view) >= _CHUNK:
+            self.flush()
+            _write_all(self.fd, view)
+        else:
+            self.buf += view
+            if len(self.buf) >= _CHUNK:
+                self.flush()
+        return len(view)
+
+    def flush(self) -> None:
+        if self.buf:
+            _write_all(self.fd, self.buf)
+            self.buf.clear()
+
+
+def _fsync(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):  # a file system without fsync: nothing more to do
+            raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (best effort: some systems cannot open or sync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _reason(e: OSError, path: Path) -> str:
+    if e.errno == errno.ENOENT and not path.parent.is_dir():
+        return f"folder {path.parent} does not exist"
+    return e.strerror or str(e)
+
+
+def atomic_write(path: Path | str, data: bytes | str | Callable[[Any], None], what: str | None = None) -> None:
+    """Write ``data`` (bytes, text as UTF-8, or a function given a file object with ``write``)
+    to ``path`` atomically: a temporary sibling, fsynced, renamed over ``path``. On an
+    ``OSError`` (a full disk, a read-only folder, …) the temporary file is removed, the old
+    ``path`` is untouched and a :class:`WriteError` names the file and the reason."""
+    path = Path(path)
+    what = what or describe(path)
+    remove_stale_temps(path.parent, name=path.name)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = -1
+    try:
+        fd = os.open(tmp, _CREATE, 0o666)  # 0o666 less the umask, as open() creates files
+        out = _FdWriter(fd)
+        if callable(data):
+            data(out)
+        else:
+            out.write(data)
+        out.flush()
+        _fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException as e:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise WriteError(f"{path}: cannot write {what}: {_reason(e, path)}", path) from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def append_line(path: Path | str, line: str, what: str | None = None) -> None:
+    """Append one line (``line`` plus a newline) to ``path`` and fsync it; the line is written
+    whole or not at all (a failed write is truncated back): a :class:`WriteError` then."""
+    path = Path(path)
+    what = what or describe(path)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as e:
+        raise WriteError(f"{path}: cannot write {what}: {_reason(e, path)}", path) from None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, data)
+            _fsync(fd)
+        except BaseException as e:
+            try:
+                os.ftruncate(fd, size)  # no half line: the file as it was
+            except OSError:
+                pass
+            if isinstance(e, OSError):
+                raise WriteError(f"{path}: cannot write {what}: {_reason(e, path)}", path) from None
+            raise
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (EPERM): alive
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path | str, name: str | None = None, legacy: bool = False) -> list[Path]:
+    """Remove temporary files of interrupted writes in ``folder`` whose process is gone (all
+    files' or only ``name``'s); with ``legacy`` also those of earlier dlspec versions without
+    a live pid in their name (use only on a folder no other process writes, a resumed run's).
+    Best effort: a file that cannot be removed stays. Returns the files removed."""
+    folder = Path(folder)
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        if not entry.startswith("."):
+            continue
+        m = _TEMP.match(entry)
+        stale = m is not None and not _alive(int(m["pid"]))
+        if m is None and legacy:
+            for pattern in _LEGACY:
+                m = pattern.match(entry)
+                if m is not None:
+                    pid = m.groupdict().get("pid")
+                    stale = pid is None or not _alive(int(pid))
+                    break
+        if not stale or m is None or (name is not None and m["name"] != name):
+            continue
+        p = folder / entry
+        try:
+            if p.is_file() and not p.is_symlink():
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            continue
+    return removed
+
+
+# ---- safetensors ----------------------------------------------------------------------------------
+
+
+def safetensors_header(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
+    """The safetensors header (8-byte little-endian length + JSON, space-padded to a multiple of
+    8) of tinygrad tensors, exactly as ``tinygrad.nn.state.safe_save`` writes it."""
+    from tinygrad.dtype import dtypes
+    from tinygrad.nn.state import inverse_safe_dtypes
+
+    headers: dict[str, Any] = {}
+    if metadata:
+        headers["__metadata__"] = dict(metadata)
+    offset = 0
+    for k, v in tensors.items():
+        if v.dtype in dtypes.weaks:
+            raise ValueError("safetensors needs concrete dtypes")
+        n = v.nbytes()
+        headers[k] = {"dtype": inverse_safe_dtypes[v.dtype], "shape": list(v.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    j = json.dumps(headers, separators=(",", ":"))
+    j += " " * (-len(j) % 8)
+    raw = j.encode("utf-8")
+    return len(raw).to_bytes(8, "little") + raw
+
+
+def tensor_bytes(t: Any) -> memoryview:
+    """A tinygrad tensor's values as little-endian, C-contiguous bytes (copied to the host)."""
+    n = t.nbytes()
+    if n == 0:
+        return memoryview(b"")
+    mv = t.contiguous()._data().cast("B")
+    if len(mv) != n:  # pragma: no cover - a buffer of another size than the tensor
+        raise ValueError(f"tensor of {n} bytes read back as {len(mv)}")
+    if sys.byteorder == "big" and t.dtype.itemsize > 1:  # pragma: no cover - no big-endian CI
+        import numpy as np
+
+        return memoryview(np.frombuffer(mv, dtype=f">u{t.dtype.itemsize}").byteswap().tobytes())
+    return mv
+
+
+def save_safetensors(
+    path: Path | str, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None, what: str | None = None
+) -> None:
+    """tinygrad tensors to a safetensors file (the format and metadata ``safe_save`` writes),
+    through :func:`atomic_write`: header, then each tensor's bytes in order, one at a time."""
+    header = safetensors_header(tensors, metadata)
+
+    def write(out) -> None:
+        out.write(header)
+        for t in tensors.values():
+            out.write(tensor_bytes(t))
+
+    atomic_write(path, write, what)
