@@ -159,6 +159,8 @@ def read_bytes(path: Path) -> bytes:
 def decode(data: bytes, file: str) -> str:
     """UTF-8 text, or a :class:`ParseError` at the line and column of the first invalid byte
     (the snippet shows that line, the byte as U+FFFD)."""
+    if data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark (Windows editors write one): not part of the text
+        data = data[3:]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

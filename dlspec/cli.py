@@ -87,6 +87,8 @@ def _color(stream) -> bool:
 
 
 def cmd_check(args) -> int:
+    from pathlib import Path
+
     from . import load
     from .errors import DlspecError, UsageError, render_all, to_json
 
@@ -94,7 +96,7 @@ def cmd_check(args) -> int:
     status = EXIT_OK
     for path in args.files:
         try:
-            prog = load(path)
+            prog = load(Path(path))
             diags = prog.check()
         except UsageError:
             raise

@@ -5,6 +5,7 @@ Each entry: (name, help, add_arguments(parser), run(args) -> exit code)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -17,6 +18,20 @@ def _seq(text: str) -> tuple[str, int]:
     if not sep or not name.isidentifier() or not value.isdigit() or len(value) > 19 or not 0 < int(value) <= MAX_INT:
         raise argparse.ArgumentTypeError(f"expected NAME=LENGTH such as T=128 (LENGTH at most 2**63 − 1), got {text!r}")
     return name, int(value)
+
+
+def _finite(text: str) -> float:
+    """A finite decimal (``--lr 1e400`` is infinity: refused as a usage error)."""
+    import argparse
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
 
 
 def _positive(text: str) -> int:
@@ -72,7 +87,7 @@ def _compile(args) -> int:
     try:
         if not args.verify and (args.device is not None or args.dtype is not None):
             raise UsageError("--device and --dtype apply to --verify (the report itself runs nothing)")
-        prog = load(args.file)
+        prog = load(Path(args.file))
         models = [args.model] if args.model else prog.models
         if args.model:
             prog._model_name(args.model)  # a usage error for an unknown model
@@ -217,13 +232,13 @@ def _train_args(p) -> None:
     g.add_argument("--data-dir", dest="data_dir", help="directory with the data set's files")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch", type=int)
-    g.add_argument("--lr", type=float)
+    g.add_argument("--lr", type=_finite)
     g.add_argument("--optimizer", choices=["sgd", "rmsprop", "adagrad", "ftrl", "adam", "adamw"])
     g.add_argument("--schedule", choices=["constant", "step", "multistep", "exponential", "cosine", "warmup", "poly"])
-    g.add_argument("--weight-decay", dest="weight_decay", type=float)
+    g.add_argument("--weight-decay", dest="weight_decay", type=_finite)
     g.add_argument("--loss", choices=["cross_entropy", "nll", "bce", "bce_logits", "mse", "l1", "huber"])
-    g.add_argument("--clip", type=float, help="clip gradients to this global norm")
-    g.add_argument("--val-split", dest="val_split", type=float, help="fraction of the training data held out for validation")
+    g.add_argument("--clip", type=_finite, help="clip gradients to this global norm")
+    g.add_argument("--val-split", dest="val_split", type=_finite, help="fraction of the training data held out for validation")
     g.add_argument("--limit", type=int, help="use only the first N training samples (quick runs)")
     g.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many optimizer steps")
     g.add_argument("--seed", type=int)
@@ -284,7 +299,7 @@ def _train(args) -> int:
     else:
         if not args.file:
             raise UsageError("give a spec FILE to train, or --resume DIR")
-        prog = load(args.file)
+        prog = load(Path(args.file))
         cfg = resolve(prog, args.file, args.model, overrides, objectives=True)
         prog.check()  # a spec with errors never trains
         if cfg.kind != "classifier":  # train autoencoder / vae / gan / dqn: dlspec.objectives
@@ -335,14 +350,19 @@ def _eval(args) -> int:
     from .errors import UsageError
     from .train import RunConfig, Trainer, _normalization, check_safetensors, resolve
 
-    prog = load(args.file)
+    prog = load(Path(args.file))
     overrides = {k: getattr(args, k) for k in ("data", "data_dir", "batch", "device", "limit") if getattr(args, k, None) is not None}
     cfg = resolve(prog, args.file, args.model, {})
     weights = Path(args.weights)
-    from .weightfile import weights_format
+    from .weightfile import read_torch, weights_format
 
-    # by content: a safetensors header is validated here, anything unreadable fails before data and model
-    meta = check_safetensors(weights, "weights file") if weights_format(weights) == "safetensors" else {}
+    # by content: a safetensors header is validated here and a PyTorch file read whole (its
+    # pickle through the allow-list), so anything unreadable fails before data and model
+    if weights_format(weights) == "safetensors":
+        meta = check_safetensors(weights, "weights file")
+    else:
+        read_torch(weights)
+        meta = {}
     run_cfg = _run_config_beside(weights)
     if run_cfg is not None and run_cfg.model == cfg.model:  # a run's weights: evaluate on the run's data settings
         keep = ("data", "data_options", "data_dir", "loss", "loss_options", "batch", "seed", "metrics", "val_split", "limit", "augment")

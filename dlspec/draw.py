@@ -860,7 +860,7 @@ def run(args) -> int:
         fmt = suffix if suffix in FORMATS else "svg"
         if suffix == "gv":
             fmt = "dot"
-    prog = load(args.file)
+    prog = load(Path(args.file))
     dg = draw(
         prog,
         args.model,

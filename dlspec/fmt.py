@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from . import ast as A
+from .errors import source_lines
 from .limits import deep
 from .parse import parse
 
@@ -32,7 +33,7 @@ def format_text(text: str, file: str = "<string>") -> str:
 class _Printer:
     def __init__(self, module: A.Module, text: str):
         self.m = module
-        self.lines = text.splitlines()
+        self.lines = source_lines(text)  # lines as the lexer counts them (\n only)
         self.comments = sorted(module.comments)
         self.done: set[int] = set()
         self.flats: dict[int, str | None] = {}  # id(statement) → its one-line form (see flat)

@@ -429,3 +429,32 @@ def test_crlf_and_end_of_file_positions(write, capsys):
     assert code == 1
     assert err.splitlines()[0] == f"{p}:1:9: error: '{{' is never closed"
     assert f"{p}:2:16: note: the file ends here" in err.splitlines()
+
+
+@pytest.mark.parametrize("command", ["check", "compile", "draw", "fmt"])
+def test_a_missing_file_is_a_usage_error_whatever_its_name(tmp_path, capsys, monkeypatch, command):
+    # a name without '.dl' used to be taken as spec text (a parse error, exit 1)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys, command, "nosuch")
+    assert code == 2
+    assert err.strip().splitlines()[-1] == "dlspec: error: no such file: nosuch"
+
+
+def test_a_byte_order_mark_is_not_part_of_the_text(write, capsys):
+    p = write("bom.dl", "")
+    p.write_bytes(b"\xef\xbb\xbf" + MODEL.format(body="dense 2 as d\n  relu").encode())
+    code, out, _ = cli(capsys, "check", str(p))
+    assert code == 0 and out.startswith(f"ok {p}")
+    # positions on the first line are counted without it
+    p.write_bytes(b"\xef\xbb\xbfmodel M { input x: [8]\n  dense q\n}\n")
+    code, _, err = cli(capsys, "check", str(p))
+    assert code == 1 and f"{p}:2:9: error:" in err
+
+
+@pytest.mark.parametrize("option", ["--lr", "--weight-decay", "--clip", "--val-split"])
+def test_train_overrides_are_finite(capsys, option):
+    with pytest.raises(SystemExit) as e:  # argparse's usage errors exit from the parser
+        main(["train", str(ROOT / "specs" / "mlp.dl"), option, "1e400"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"dlspec: error: argument {option}: expected a finite number, got '1e400'"

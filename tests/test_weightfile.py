@@ -264,6 +264,17 @@ def test_eval_refuses_malicious_pth(kind, tmp_path, spec_file):
     assert out == "" and not marker.exists()
 
 
+def test_eval_refuses_malicious_pth_before_reading_data(tmp_path):
+    # the weights are read whole before the data set: a missing MNIST is not what the user hears of
+    spec = tmp_path / "m.dl"
+    spec.write_text(SPEC.replace("data shapes", f'data mnist dir "{tmp_path / "none"}"'), encoding="utf-8")
+    path, marker, name = make_evil("wrapped", tmp_path)
+    code, out, err = run_main("eval", str(spec), "--weights", str(path))
+    assert (code, out) == (1, "")
+    assert err.strip() == f"dlspec: error: {path}: refusing to load '{name}': not a tensor type"
+    assert not marker.exists()
+
+
 def test_eval_refuses_malicious_pth_in_a_real_process(tmp_path, spec_file):
     path, marker, name = make_evil("wrapped", tmp_path)  # the variant where eval used to print an accuracy
     env = dict(os.environ, NO_COLOR="1")

@@ -87,7 +87,7 @@ def run(args) -> int:
 
     if args.n < 1:
         raise UsageError(f"-n must be positive, got {args.n}")
-    prog = load(args.file)
+    prog = load(Path(args.file))
     x, value_range = generate(prog, args.model, Path(args.weights), args.n, args.seed, args.device)
     out = save_grid(Path(args.output), x, value_range)
     print(f"wrote {out} ({args.n} samples)", file=sys.stderr)
