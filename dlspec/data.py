@@ -40,6 +40,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .errors import DataError, Diagnostic, suggest
+from .runfiles import fsync_dir
 
 # --------------------------------------------------------------------------- data sets
 
@@ -524,7 +525,7 @@ def _fetch(url: str, dest: Path, res: Resource, log: Callable[[str], None]) -> N
         if problem:
             raise _BadDownload(problem)
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         log(f"saved {dest} ({size / 1e6:.1f} MB in {time.monotonic() - t0:.1f} s, checksum ok)")
     finally:
         if tmp.exists():
@@ -533,19 +534,6 @@ def _fetch(url: str, dest: Path, res: Resource, log: Callable[[str], None]) -> N
 
 class _BadDownload(Exception):
     pass
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _download(name: str, res: Resource, dest_dir: Path, log: Callable[[str], None]) -> Path:

@@ -112,7 +112,7 @@ def _fsync(fd: int) -> None:
             raise
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make a rename durable (best effort: some systems cannot open or sync a folder)."""
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -164,7 +164,7 @@ def atomic_write(path: Path | str, data: bytes | str | Callable[[Any], None], wh
         if isinstance(e, OSError):
             raise WriteError(f"{path}: cannot write {what}: {_reason(e, path)}", path) from None
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def append_line(path: Path | str, line: str, what: str | None = None) -> None:
