@@ -428,9 +428,8 @@ def _sample(args) -> int:
 
 
 def _lsp_args(p) -> None:
-    from .lsp import add_arguments
-
-    add_arguments(p)
+    p.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default and only transport)")
+    p.add_argument("--log", metavar="FILE", help="write the server's own log to FILE (default: none)")
 
 
 def _lsp(args) -> int:
@@ -439,10 +438,13 @@ def _lsp(args) -> int:
     return run(args)
 
 
-def _serve_args(p) -> None:
-    from .serve import add_arguments
+#: dlspec serve's default port on 127.0.0.1
+SERVE_PORT = 8737
 
-    add_arguments(p)
+
+def _serve_args(p) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help="the specs to show (their imports are watched too)")
+    p.add_argument("--port", type=int, default=SERVE_PORT, help=f"port on 127.0.0.1 (default {SERVE_PORT}; 0: any free port)")
 
 
 def _serve(args) -> int:

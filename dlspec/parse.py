@@ -10,6 +10,7 @@ import re
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
@@ -238,9 +239,10 @@ def _explain(e: UnexpectedInput, file: str, text: str, open_stack: list[Token]) 
     return Diagnostic(f"unexpected {what}{exp}", span)
 
 
-def _braces_before(text: str, pos: int) -> int:
-    """Open minus closed braces in ``text[:pos]``, ignoring comments and strings."""
-    depth, i, n = 0, 0, min(pos, len(text))
+def code_chars(text: str, end: int | None = None) -> Iterator[tuple[int, str]]:
+    """``(index, char)`` of ``text[:end]`` outside comments and strings (an unclosed string
+    ends at its line's end)."""
+    i, n = 0, len(text) if end is None else min(end, len(text))
     while i < n:
         c = text[i]
         if c == "#":
@@ -253,9 +255,13 @@ def _braces_before(text: str, pos: int) -> int:
                 j += 2 if text[j] == "\\" else 1
             i = j + 1
             continue
-        depth += (c == "{") - (c == "}")
+        yield i, c
         i += 1
-    return depth
+
+
+def _braces_before(text: str, pos: int) -> int:
+    """Open minus closed braces in ``text[:pos]``, ignoring comments and strings."""
+    return sum((c == "{") - (c == "}") for _, c in code_chars(text, pos))
 
 
 def _prev_index(text: str, tok: Token) -> int:

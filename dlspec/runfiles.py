@@ -17,13 +17,11 @@ ends in half a line. Temporary files left by a killed process (its pid is gone) 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import secrets
-import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from .errors import DlspecError
 
@@ -239,58 +237,3 @@ def remove_stale_temps(folder: Path | str, name: str | None = None, legacy: bool
         except OSError:
             continue
     return removed
-
-
-# ---- safetensors ----------------------------------------------------------------------------------
-
-
-def safetensors_header(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
-    """The safetensors header (8-byte little-endian length + JSON, space-padded to a multiple of
-    8) of tinygrad tensors, exactly as ``tinygrad.nn.state.safe_save`` writes it."""
-    from tinygrad.dtype import dtypes
-    from tinygrad.nn.state import inverse_safe_dtypes
-
-    headers: dict[str, Any] = {}
-    if metadata:
-        headers["__metadata__"] = dict(metadata)
-    offset = 0
-    for k, v in tensors.items():
-        if v.dtype in dtypes.weaks:
-            raise ValueError("safetensors needs concrete dtypes")
-        n = v.nbytes()
-        headers[k] = {"dtype": inverse_safe_dtypes[v.dtype], "shape": list(v.shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    j = json.dumps(headers, separators=(",", ":"))
-    j += " " * (-len(j) % 8)
-    raw = j.encode("utf-8")
-    return len(raw).to_bytes(8, "little") + raw
-
-
-def tensor_bytes(t: Any) -> memoryview:
-    """A tinygrad tensor's values as little-endian, C-contiguous bytes (copied to the host)."""
-    n = t.nbytes()
-    if n == 0:
-        return memoryview(b"")
-    mv = t.contiguous()._data().cast("B")
-    if len(mv) != n:  # pragma: no cover - a buffer of another size than the tensor
-        raise ValueError(f"tensor of {n} bytes read back as {len(mv)}")
-    if sys.byteorder == "big" and t.dtype.itemsize > 1:  # pragma: no cover - no big-endian CI
-        import numpy as np
-
-        return memoryview(np.frombuffer(mv, dtype=f">u{t.dtype.itemsize}").byteswap().tobytes())
-    return mv
-
-
-def save_safetensors(
-    path: Path | str, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None, what: str | None = None
-) -> None:
-    """tinygrad tensors to a safetensors file (the format and metadata ``safe_save`` writes),
-    through :func:`atomic_write`: header, then each tensor's bytes in order, one at a time."""
-    header = safetensors_header(tensors, metadata)
-
-    def write(out) -> None:
-        out.write(header)
-        for t in tensors.values():
-            out.write(tensor_bytes(t))
-
-    atomic_write(path, write, what)

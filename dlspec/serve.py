@@ -19,12 +19,6 @@ from pathlib import Path
 from typing import Any
 
 POLL_S = 0.2
-DEFAULT_PORT = 8737
-
-
-def add_arguments(p) -> None:
-    p.add_argument("files", nargs="+", metavar="FILE", help="the specs to show (their imports are watched too)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free port)")
 
 
 # ---- the state of one watched spec --------------------------------------------------------------

@@ -548,8 +548,8 @@ def token_soup(ch: Chooser) -> str:
     return ch.choice([" ", "", "\n"]).join(ch.choice(VOCAB) for _ in range(ch.integer(0, 60)))
 
 
-def mutated(ch: Chooser, text: str) -> str:
-    """``text`` with 1–4 tokens (or characters) deleted, duplicated, swapped or inserted."""
+def mutated(ch: Chooser, text: str, vocab: Sequence[str] = VOCAB) -> str:
+    """``text`` with 1–4 tokens (or characters) deleted, duplicated, swapped or inserted (from ``vocab``)."""
     if ch.chance(0.5):
         units, joiner = TOKEN_RE.findall(text), " "
     else:
@@ -569,7 +569,7 @@ def mutated(ch: Chooser, text: str) -> str:
         elif kind == "swap":
             units[i], units[j] = units[j], units[i]
         else:
-            units.insert(i, ch.choice(VOCAB))
+            units.insert(i, ch.choice(vocab))
     return joiner.join(units)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from dlspec import runfiles
+from dlspec.backend.tinygrad import save_safetensors
 from dlspec.cli import main
 from dlspec.runfiles import WriteError
 
@@ -202,7 +203,7 @@ def test_safetensors_writer_is_byte_identical_to_tinygrad_safe_save(tmp_path):
     sd = sample_tensors()
     meta = {"format": "dlspec-checkpoint-1", "history": json.dumps([{"loss": 1.5}]), "note": "ünïcode"}
     safe_save({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "ref.safetensors"), meta)
-    runfiles.save_safetensors(tmp_path / "new.safetensors", sd, meta)
+    save_safetensors(tmp_path / "new.safetensors", sd, meta)
     assert (tmp_path / "new.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["new.safetensors", "ref.safetensors"]
 
@@ -211,7 +212,7 @@ def test_safetensors_writer_output_loads_with_the_reader(tmp_path):
     from dlspec.weightfile import read
 
     sd = sample_tensors()
-    runfiles.save_safetensors(tmp_path / "x.safetensors", sd, {"k": "v"})
+    save_safetensors(tmp_path / "x.safetensors", sd, {"k": "v"})
     got = read(tmp_path / "x.safetensors").tensors
     assert set(got) == set(sd)
     for k, t in sd.items():
@@ -237,7 +238,7 @@ def test_files_are_created_as_open_creates_them(tmp_path, mask, mode):
         runfiles.atomic_write(tmp_path / "a.txt", "text")
         runfiles.atomic_write(tmp_path / "old.json", "{}\n")  # replaced by a new file: not 0755
         runfiles.append_line(tmp_path / "metrics.jsonl", '{"epoch": 1}')
-        runfiles.save_safetensors(tmp_path / "c.safetensors", sample_tensors())
+        save_safetensors(tmp_path / "c.safetensors", sample_tensors())
     finally:
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
@@ -262,7 +263,7 @@ def test_a_full_disk_mid_file_keeps_the_old_file_and_no_temp(tmp_path, monkeypat
         else:
             from tinygrad import Tensor
 
-            runfiles.save_safetensors(target, {"w": Tensor.ones(600, 1000).contiguous()}, {"epoch": "2"})
+            save_safetensors(target, {"w": Tensor.ones(600, 1000).contiguous()}, {"epoch": "2"})
     assert str(e.value) == f"error: {target}: cannot write checkpoint: {ENOSPC}"
     assert e.value.path == target and failed and failed[0].startswith(".last.safetensors.")
     assert snapshot(tmp_path) == before  # the old file byte-identical, the temporary file gone

@@ -7,12 +7,12 @@ import json
 import os
 import queue
 import random
-import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import fuzzgen
 import pytest
 
 from dlspec.lsp.analysis import Analysis, RenameError, path_to_uri, stale_hints
@@ -319,29 +319,13 @@ def test_formatting_is_one_edit_of_fmts_text():
 
 # ---- random texts: nothing escapes -----------------------------------------------------------
 
-TOKEN = re.compile(r"\s+|[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d*)?|->|\*\*|[^\sA-Za-z0-9_]")
 EXTRA = ["{", "}", "(", ")", "[", "]", "->", ",", "=", "as", "repeat", "residual", "model", "block", "😀", "é", '"', "\n", "#", "0", "-1"]
 
 
 def mutations(n: int, seed: int = 17) -> list[str]:
-    rng = random.Random(seed)
-    specs = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "specs").glob("*.dl"))]
-    out = []
-    for _ in range(n):
-        units = TOKEN.findall(rng.choice(specs))
-        for _ in range(rng.randint(1, 5)):
-            i, j = rng.randrange(len(units)), rng.randrange(len(units))
-            kind = rng.choice(["delete", "duplicate", "swap", "insert"])
-            if kind == "delete":
-                del units[i]
-            elif kind == "duplicate":
-                units.insert(i, units[j])
-            elif kind == "swap":
-                units[i], units[j] = units[j], units[i]
-            else:
-                units.insert(i, rng.choice(EXTRA))
-        out.append("".join(units))
-    return out
+    ch = fuzzgen.RandomChooser(random.Random(seed))
+    specs = fuzzgen.zoo_specs()
+    return [fuzzgen.mutated(ch, ch.choice(specs), [*fuzzgen.VOCAB, *EXTRA]) for _ in range(n)]
 
 
 def test_mutated_specs_never_raise():

@@ -40,26 +40,7 @@ def test_random_token_sequences_raise_only_dlspec_errors(tokens, sep):
 
 @st.composite
 def mutated_spec(draw):
-    text = draw(st.sampled_from(SPECS))
-    if draw(st.booleans()):
-        units = TOKEN_RE.findall(text)
-        joiner = " "
-    else:
-        units = list(text)
-        joiner = ""
-    for _ in range(draw(st.integers(1, 4))):
-        i = draw(st.integers(0, len(units) - 1))
-        j = draw(st.integers(0, len(units) - 1))
-        kind = draw(st.sampled_from(["delete", "duplicate", "swap", "insert"]))
-        if kind == "delete":
-            del units[i]
-        elif kind == "duplicate":
-            units.insert(i, units[j])
-        elif kind == "swap":
-            units[i], units[j] = units[j], units[i]
-        else:
-            units.insert(i, draw(st.sampled_from(VOCAB)))
-    return joiner.join(units)
+    return fuzzgen.mutated(fuzzgen.DrawChooser(draw), draw(st.sampled_from(SPECS)))
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,19 +9,22 @@ runtime shape verification and weights files.
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 from tinygrad.helpers import TRAINING
-from tinygrad.nn.state import get_state_dict
+from tinygrad.nn.state import get_state_dict, inverse_safe_dtypes
 
 from .. import ops, weightfile
 from ..errors import BackendError, Diagnostic, UsageError, suggest
 from ..ir import Graph, Node
+from ..runfiles import atomic_write
 from ..shapes import Shapes, TensorType, dvalue
 
 DTYPES = {
@@ -538,13 +541,61 @@ def _names(d) -> set[str]:
 # ---- weights files ----------------------------------------------------------------------------------
 
 
+# ---- safetensors, written by dlspec (tinygrad's safe_save maps the file: SIGBUS on a full disk) ----------------------------------------------------------------------------------
+
+
+def _encode_header(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
+    """The safetensors header (8-byte little-endian length + JSON, space-padded to a multiple of
+    8) of tinygrad tensors, exactly as ``tinygrad.nn.state.safe_save`` writes it."""
+    headers: dict[str, Any] = {}
+    if metadata:
+        headers["__metadata__"] = dict(metadata)
+    offset = 0
+    for k, v in tensors.items():
+        if v.dtype in dtypes.weaks:
+            raise ValueError("safetensors needs concrete dtypes")
+        n = v.nbytes()
+        headers[k] = {"dtype": inverse_safe_dtypes[v.dtype], "shape": list(v.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    j = json.dumps(headers, separators=(",", ":"))
+    j += " " * (-len(j) % 8)
+    raw = j.encode("utf-8")
+    return len(raw).to_bytes(8, "little") + raw
+
+
+def tensor_bytes(t: Any) -> memoryview:
+    """A tinygrad tensor's values as little-endian, C-contiguous bytes (copied to the host)."""
+    n = t.nbytes()
+    if n == 0:
+        return memoryview(b"")
+    mv = t.contiguous()._data().cast("B")
+    if len(mv) != n:  # pragma: no cover - a buffer of another size than the tensor
+        raise ValueError(f"tensor of {n} bytes read back as {len(mv)}")
+    if sys.byteorder == "big" and t.dtype.itemsize > 1:  # pragma: no cover - no big-endian CI
+        return memoryview(np.frombuffer(mv, dtype=f">u{t.dtype.itemsize}").byteswap().tobytes())
+    return mv
+
+
+def save_safetensors(
+    path: Path | str, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None, what: str | None = None
+) -> None:
+    """tinygrad tensors to a safetensors file (the format and metadata ``safe_save`` writes),
+    through :func:`dlspec.runfiles.atomic_write`: header, then each tensor's bytes in order, one at a time."""
+    header = _encode_header(tensors, metadata)
+
+    def write(out) -> None:
+        out.write(header)
+        for t in tensors.values():
+            out.write(tensor_bytes(t))
+
+    atomic_write(path, write, what)
+
+
 def save_state(sd: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None, what: str = "checkpoint") -> None:
     """safetensors (the format ``tinygrad.nn.state.safe_save`` writes), written with plain
     ``write()`` calls to a temporary file, fsynced, then renamed over ``path``
-    (:func:`dlspec.runfiles.save_safetensors`): a full disk is a :class:`~dlspec.runfiles.WriteError`
+    (:func:`save_safetensors`): a full disk is a :class:`~dlspec.runfiles.WriteError`
     naming the file, the temporary file removed and the old ``path`` intact."""
-    from ..runfiles import save_safetensors
-
     path = Path(path)
     if not path.resolve().parent.is_dir():
         raise UsageError(f"cannot write {path}: folder {path.parent} does not exist")

@@ -11,11 +11,6 @@ import sys
 INSTALL = "pip install 'dlspec[lsp]'"
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default and only transport)")
-    p.add_argument("--log", metavar="FILE", help="write the server's own log to FILE (default: none)")
-
-
 def run(args) -> int:
     """Serve LSP on stdin/stdout until the client says exit."""
     try:

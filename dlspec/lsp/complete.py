@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from ..parse import code_chars
 from .analysis import Completion, op_fields
 from .text import Position
 
@@ -42,19 +43,7 @@ def _scan(text: str) -> tuple[str | None, int, str]:
     header: str | None = None
     body = 0
     stmt = 0
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "#":
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-            continue
-        if c == '"':
-            j = i + 1
-            while j < n and text[j] not in '"\n':
-                j += 2 if text[j] == "\\" else 1
-            i = j + 1
-            continue
+    for i, c in code_chars(text):
         if c in "([":
             nest += 1
         elif c in ")]":
@@ -72,7 +61,6 @@ def _scan(text: str) -> tuple[str | None, int, str]:
             stmt = i + 1
         elif c == ";" or (c == "\n" and nest == 0 and not text[stmt:i].rstrip().endswith(("->", ","))):
             stmt = i + 1
-        i += 1
     return header, body, text[stmt:]
 
 

@@ -61,6 +61,12 @@ class DlspecServer(LanguageServer):
                 self.good[uri] = a
         return a
 
+    def cancel_pending(self, uri: str) -> None:
+        """Drop the debounced publication waiting for ``uri``, if any."""
+        h = self.pending.pop(uri, None)
+        if h is not None:
+            h.cancel()
+
     def publish(self, uri: str) -> None:
         self.pending.pop(uri, None)
         a = self.analysis(uri)
@@ -158,9 +164,7 @@ def make_server(version: str = "0.1.0") -> DlspecServer:
     @guarded()
     def did_change(ls: DlspecServer, params: T.DidChangeTextDocumentParams) -> None:
         uri = params.text_document.uri
-        old = ls.pending.pop(uri, None)
-        if old is not None:
-            old.cancel()
+        ls.cancel_pending(uri)
         loop = asyncio.get_running_loop()
         ls.pending[uri] = loop.call_later(DEBOUNCE_S, _safe_publish, ls, uri)
 
@@ -173,9 +177,7 @@ def make_server(version: str = "0.1.0") -> DlspecServer:
     @guarded()
     def did_close(ls: DlspecServer, params: T.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
-        h = ls.pending.pop(uri, None)
-        if h is not None:
-            h.cancel()
+        ls.cancel_pending(uri)
         ls.analyses.pop(uri, None)
         ls.good.pop(uri, None)
         ls.text_document_publish_diagnostics(T.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
