@@ -20,9 +20,7 @@ from .ir import Frame, Graph, Node, Output
 from .limits import MAX_BLOCK_DEPTH, stack_depth, too_deep
 from .ops.base import Op, _BindError, _literals, _show
 
-MAX_NODES = MAX_LAYERS  # the bounds live in dlspec.bounds (docs/language.md, "Limits")
-MAX_REPEAT = MAX_ITERATIONS
-MAX_DEPTH = MAX_BLOCK_DEPTH  # nesting limits live in dlspec.limits
+# the limits live in dlspec.bounds (values, work) and dlspec.limits (nesting); docs/language.md, "Limits"
 
 RESERVED_CELL_KWARGS = ("sequences",)
 STRUCTURAL = {"residual", "shortcut", "concat", "add", "multiply", "branch", "repeat", "group"}
