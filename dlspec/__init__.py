@@ -9,8 +9,8 @@ __version__ = "0.1.0"
 
 def load_weights(net, path, name_map=None, strict: bool = True) -> None:
     """Load a safetensors or PyTorch ``.pt``/``.pth`` state dict into a built model (see
-    :func:`dlspec.backend.tinygrad.load_weights`)."""
-    from .backend.tinygrad import load_weights as _load
+    :func:`dlspec.backends.tinygrad.load_weights`)."""
+    from .backends.tinygrad import load_weights as _load
 
     _load(net, path, name_map=name_map, strict=strict)
 

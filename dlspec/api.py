@@ -74,21 +74,47 @@ class Program:
 
     @deep(lambda self, model=None, *a, **k: _where(self, model))
     def build(self, model: str | None = None, device: str | None = None, seed: int = 0, dtype: str = "float32", **args: Any):
-        """A runnable tinygrad model (:class:`dlspec.backend.tinygrad.Net`) with seeded
+        """A runnable tinygrad model (:class:`dlspec.backends.tinygrad.Net`) with seeded
         PyTorch-default initialisation; ``get_state_dict(net)`` keys are the layer paths."""
-        from .backend.tinygrad import build
+        from .backends.tinygrad import build
 
         name = self._model_name(model)
         return build(self.ir(name, **args), self.shapes(name, **args), device=device, seed=seed, dtype=dtype)
+
+    @deep(lambda self, model=None, *a, **k: _where(self, model))
+    def export(
+        self,
+        model: str | None,
+        target: str,
+        path: str | Path,
+        *,
+        weights: str | Path | None = None,
+        name_map: dict[str, str] | str | Path | None = None,
+        seed: int = 0,
+        fixed: dict[str, int] | None = None,
+        **args: Any,
+    ) -> Path:
+        """Write ``model`` for ``target`` — ``"onnx"`` (an ONNX model) or ``"pytorch"`` (a standalone
+        PyTorch module) — to ``path``, atomically, with the weights of the file ``weights`` (a
+        safetensors or PyTorch state dict, or a dlspec run's checkpoint; checked against the model
+        first) or the seeded initialisation. ``fixed`` gives symbolic sizes fixed values (``{"N": 1,
+        "T": 128}``) instead of dynamic axes; ``args`` bind the model's parameters. Returns the path."""
+        from .backends import export
+
+        name = self._model_name(model)
+        graph, shapes = self.ir(name, **args), self.shapes(name, **args)
+        return export(target, graph, shapes, path, weights=weights, name_map=name_map, seed=seed, fixed=fixed)
 
     @deep(lambda self, model=None, *a, **k: _where(self, model))
     def draw(self, model: str | None = None, **options: Any):
         """The model's diagram as a :class:`graphviz.Digraph` (``.source`` is its DOT text).
         Options: ``depth``, ``rankdir`` ("TB"/"LR"), ``activations``, ``fold_repeats``,
         ``cells``, ``phase`` ("train"/"eval"); see :func:`dlspec.draw.draw`."""
-        from .draw import draw
+        from .draw import OPTIONS, draw
 
-        return draw(self, model, **options)
+        args = {k: v for k, v in options.items() if k not in OPTIONS}
+        name = self._model_name(model)
+        return draw(self.analyze(name, **args), **{k: v for k, v in options.items() if k in OPTIONS})
 
     @deep(lambda self, model=None, *a, **k: _where(self, model))
     def trains(self) -> list[TrainSpec]:

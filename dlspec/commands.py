@@ -137,7 +137,7 @@ def _verify(prog, out, args, seq) -> int:
     import json
     import time
 
-    from .backend.tinygrad import verify
+    from .backends.tinygrad import verify
 
     status, results = 0, []
     dtype, batch = args.dtype or "float32", args.batch or 2
@@ -217,9 +217,25 @@ def _draw_args(p) -> None:
 
 
 def _draw(args) -> int:
-    from .draw import run
+    from . import load
+    from .draw import FORMATS, render
+    from .runfiles import atomic_write
 
-    return run(args)
+    fmt, out = args.format, args.output
+    if fmt is None:
+        suffix = Path(out).suffix.lstrip(".").lower() if out and out != "-" else ""
+        fmt = "dot" if suffix == "gv" else suffix if suffix in FORMATS else "svg"
+    prog = load(Path(args.file))
+    options = {k: getattr(args, k) for k in ("depth", "rankdir", "activations", "fold_repeats", "cells", "phase")}
+    data = render(prog.draw(args.model, **options), fmt)
+    if out == "-" or (out is None and fmt == "dot"):
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
+    target = Path(out) if out else Path(args.file).with_suffix("." + fmt)
+    atomic_write(target, data, what="diagram")
+    print(f"wrote {target}", file=sys.stderr)
+    return 0
 
 
 def _train_args(p) -> None:
@@ -306,7 +322,7 @@ def _train(args) -> int:
             from .objectives import train_command
 
             return train_command(args, prog, cfg)
-        from .backend.tinygrad import check_device
+        from .backends.tinygrad import check_device
 
         check_device(cfg.device)  # a bad --device fails before a run directory is made
         run_dir = start_run_dir(Path(args.out), cfg.model, args.file, cfg.model_dump_json(indent=2))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import Diagnostic, DlspecError, UsageError
@@ -22,11 +21,13 @@ from .errors import Diagnostic, DlspecError, UsageError
 if TYPE_CHECKING:  # pragma: no cover
     import graphviz
 
-    from .api import Program
     from .ir import Frame, Graph, Node
+    from .report import Report
     from .shapes import Shapes, TensorType
 
 FORMATS = ("svg", "png", "pdf", "dot")
+#: the keyword options of :func:`draw` (the others given to ``Program.draw`` are model arguments)
+OPTIONS = ("depth", "rankdir", "activations", "fold_repeats", "cells", "phase")
 
 #: category → (fill, border); one palette for every diagram
 PALETTE: dict[str, tuple[str, str]] = {
@@ -121,12 +122,11 @@ class Cluster:
 
 
 class _Drawing:
-    def __init__(self, prog: Program, model: str | None, opts: Options, args: dict[str, Any]):
-        self.prog = prog
+    def __init__(self, report: Report, opts: Options):
         self.opts = opts
-        self.graph: Graph = prog.ir(model, **args)
-        self.shapes: Shapes = prog.shapes(model, **args)
-        self.report = prog.analyze(model, **args)
+        self.graph: Graph = report.graph
+        self.shapes: Shapes = report.shapes
+        self.report = report
         self.items: dict[str, Item] = {}
         self.order: list[str] = []
         self.rep: dict[str, str] = {}  # original node path → item id
@@ -198,19 +198,7 @@ class _Drawing:
                 self.clusters[f.path] = Cluster(f.path, self.call_label(f), sub)
 
     def call_label(self, f: Frame) -> str:
-        """``Basic(128, stride=2)``: required params by position, the others by name."""
-        from .ir import _fmt
-
-        d = self.prog.defs.get(f.block)
-        required = {p.name for p in (d.params or ()) if p.default is None} if d is not None else set()
-        pos, kw, positional = [], [], True
-        for k, v in f.args.items():
-            if positional and k in required:
-                pos.append(_fmt(v))
-            else:
-                positional = False
-                kw.append(f"{k}={_fmt(v)}")
-        return f"{f.block}({', '.join(pos + kw)})"
+        return f.call()
 
     def _layer(self, n: Node, op: Any, chain: tuple[str, ...]) -> Item:
         from . import ops
@@ -258,7 +246,7 @@ class _Drawing:
         it.last = n.path
         it.shape = self.shapes.types.get(n.path, it.shape)
         if n.tensor and n.in_cell:
-            it.gate = it.gate or (n.tensor if n.tensor in self._gates(n.in_cell) else None)
+            it.gate = it.gate or (n.tensor if n.gate else None)
             it.title = n.tensor
         self.rep[n.path] = it.id
         return True
@@ -304,7 +292,7 @@ class _Drawing:
             self.edges.append(Edge(src, dst, shape_words(self.shapes.types[i]), kind, orig=(i, n.path)))
         tied = getattr(n.params, "tied", None)
         if tied and dst is not None:
-            emb = self.index.get(tied) or next((m for m in self.graph.nodes if m.path.endswith("." + tied) and m.op == "embedding"), None)
+            emb = self.index.get(tied)
             if emb is not None and emb.path in self.rep and self.rep[emb.path] != dst:
                 self.edges.append(Edge(dst, self.rep[emb.path], "tied (Wᵀ)", "tied"))
 
@@ -402,32 +390,6 @@ class _Drawing:
 
     # ---- recurrent cells ---------------------------------------------------------------
 
-    def _gates(self, cell_path: str) -> set[str]:
-        cache = self.__dict__.setdefault("_gate_cache", {})
-        if cell_path not in cache:
-            from . import ast as A
-
-            node = self.index[cell_path]
-            d = self.prog.defs.get(node.params.cell)
-            names: set[str] = set()
-
-            def walk(body):
-                for st in body.stmts if body is not None else ():
-                    if isinstance(st, A.AssignStmt) and st.gate:
-                        names.add(st.name)
-                    elif isinstance(st, A.IfStmt):
-                        for _, b in st.branches:
-                            walk(b)
-                        walk(st.orelse)
-                    elif isinstance(st, A.CompoundStmt):
-                        for part in st.parts:
-                            walk(part.body)
-
-            if d is not None:
-                walk(d.body)
-            cache[cell_path] = names
-        return cache[cell_path]
-
     def _replace_cell_item(self, n: Node, label: str, sub: str) -> tuple[str, ...]:
         """Drop the cell's own node (its edges are rewired by the caller); return the chain
         the cell's inside is drawn in."""
@@ -471,7 +433,6 @@ class _Drawing:
         frame = next((f for f in self.index[p.body[0]].stack if f.path == n.path), None)
         label, sub = self._cell_label(n, self.call_label(frame) if frame else f"cell {p.cell}")
         outer = self._replace_cell_item(n, label, sub)
-        gates = self._gates(n.path)
         types = self.shapes.types
         state_of = {st.node: st.name for st in p.states}
         body = [self.index[b] for b in p.body]
@@ -500,7 +461,7 @@ class _Drawing:
                     it.title = b.tensor
                 if any(st.update == b.path for st in p.states):
                     it.title = "new " + ", ".join(st.name for st in p.states if st.update == b.path)
-                if b.tensor in gates:
+                if b.gate:
                     it.gate = b.tensor
             self._insert(it)
         for b in body:
@@ -808,16 +769,17 @@ def shape_words(t: TensorType | None) -> str:
     return s if t.is_float() else f"{s} {t.dtype}"
 
 
-def draw(prog: Program, model: str | None = None, *, depth: int | None = None, rankdir: str = "TB", activations: bool = False,
-         fold_repeats: bool = False, cells: bool = False, phase: str = "train", **args: Any) -> graphviz.Digraph:  # fmt: skip
-    """The diagram of ``model`` as a :class:`graphviz.Digraph` (``.source`` is the DOT text)."""
+def draw(report: Report, *, depth: int | None = None, rankdir: str = "TB", activations: bool = False,
+         fold_repeats: bool = False, cells: bool = False, phase: str = "train") -> graphviz.Digraph:  # fmt: skip
+    """The diagram of a model (its IR, shapes and costs: a :class:`~dlspec.report.Report`) as a
+    :class:`graphviz.Digraph` (``.source`` is the DOT text). Reads the IR only, never the AST."""
     if rankdir not in ("TB", "LR", "BT", "RL"):
         raise UsageError(f"rankdir must be TB or LR, got {rankdir!r}")
     if phase not in ("train", "eval"):
         raise UsageError(f"phase must be train or eval, got {phase!r}")
     if depth is not None and depth < 0:
         raise UsageError(f"depth must be 0 or more, got {depth}")
-    d = _Drawing(prog, model, Options(depth, rankdir, activations, fold_repeats, cells, phase), args)
+    d = _Drawing(report, Options(depth, rankdir, activations, fold_repeats, cells, phase))
     d.build()
     return d.digraph()
 
@@ -843,43 +805,3 @@ def render(dg: graphviz.Digraph, fmt: str) -> bytes:
     except graphviz.CalledProcessError as e:  # pragma: no cover - dot rejected our own source
         msg = (e.stderr or b"").decode("utf-8", "replace").strip()
         raise DrawError(f"Graphviz 'dot' failed: {msg or e}") from None
-
-
-# ---- the command ---------------------------------------------------------------------------
-
-
-def run(args) -> int:
-    import sys
-
-    from . import load
-
-    fmt = args.format
-    out = args.output
-    if fmt is None:
-        suffix = Path(out).suffix.lstrip(".").lower() if out and out != "-" else ""
-        fmt = suffix if suffix in FORMATS else "svg"
-        if suffix == "gv":
-            fmt = "dot"
-    prog = load(Path(args.file))
-    dg = draw(
-        prog,
-        args.model,
-        depth=args.depth,
-        rankdir=args.rankdir,
-        activations=args.activations,
-        fold_repeats=args.fold_repeats,
-        cells=args.cells,
-        phase=args.phase,
-    )
-    data = render(dg, fmt)
-    if out == "-" or (out is None and fmt == "dot"):
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return 0
-    target = Path(out) if out else Path(args.file).with_suffix("." + fmt)
-    try:
-        target.write_bytes(data)
-    except OSError as e:
-        raise DrawError(f"cannot write {target}: {e.strerror or e}") from None
-    print(f"wrote {target}", file=sys.stderr)
-    return 0

@@ -166,7 +166,7 @@ class Expander:
             args={k: _plain(v) for k, v in args.items()},
             inputs=inputs,
             outputs=outs,
-            nodes=tuple(self.nodes),
+            nodes=_resolve_ties(self.nodes),
             span=defn.span,
         )
 
@@ -266,7 +266,7 @@ class Expander:
         except (Fail, _Silent):
             scope.names[st.name] = POISON
             raise
-        self.name_tensor(value, st.name)
+        self.name_tensor(value, st.name, gate=st.gate)
         if scope.states is not None and st.name in scope.states:
             scope.states[st.name] = value
         scope.names[st.name] = value
@@ -334,11 +334,16 @@ class Expander:
                 raise Fail(f"unknown tensor '{name}'{suggest(name, self.tensor_names(scope))}", span)
             scope.outputs.append((name, scope.names[name], span))
 
-    def name_tensor(self, value: Any, name: str) -> None:
-        """``s = a + b``, ``d = abs(…)``: the node just made for a statement carries its tensor name."""
+    def name_tensor(self, value: Any, name: str, gate: bool = False) -> None:
+        """``s = a + b``, ``d = abs(…)``: the node just made for a statement carries its tensor name
+        (and, for ``gate f = …`` in a cell, the gate flag)."""
         last = self.nodes[-1] if self.nodes else None
-        if isinstance(value, Tensor) and last is not None and last.path == value.path and last.tensor is None:
-            self.nodes[-1] = last.model_copy(update={"tensor": name})
+        if isinstance(value, Tensor) and last is not None and last.path == value.path:
+            update = {"tensor": name} if last.tensor is None else {}
+            if gate and last.tensor in (None, name):
+                update["gate"] = True
+            if update:
+                self.nodes[-1] = last.model_copy(update=update)
 
     def tensor_names(self, scope: Scope) -> list[str]:
         return [k for k, v in scope.names.items() if isinstance(v, Tensor)]
@@ -707,7 +712,9 @@ class Expander:
                     )
                 scope.used[local] = call.span
                 prefix = f"{scope.prefix}{local}."
-        frame = Frame(block=defn.name, path=prefix.rstrip("."), args={k: _plain(v) for k, v in args.items()}, span=call.span)
+        frame = Frame(
+            block=defn.name, path=prefix.rstrip("."), args={k: _plain(v) for k, v in args.items()}, span=call.span, required=_required(defn)
+        )
         names = dict(args)
         sub = Scope(prefix=prefix, names=names, stack=scope.stack + (frame,), current=inp, cell=scope.cell)
         sub.__dict__["sole"] = len(defn.body.stmts) == 1 and isinstance(defn.body.stmts[0], A.CompoundStmt)
@@ -760,7 +767,7 @@ class Expander:
             raise Fail(f"name '{local}' is already used in this scope", call.span)
         scope.used[local] = call.span
         path = scope.prefix + local
-        frame = Frame(block=defn.name, path=path, args={k: _plain(v) for k, v in args.items()}, span=call.span)
+        frame = Frame(block=defn.name, path=path, args={k: _plain(v) for k, v in args.items()}, span=call.span, required=_required(defn))
         sub = Scope(prefix=path + ".", names=dict(args), stack=scope.stack + (frame,), cell=path, states={})
         first = len(self.nodes)
         x = self.emit(sub, "step_in", ops.get("step_in").Params(role="x"), (), defn.name_span, name="x", explicit=True, tensor="x")
@@ -1321,3 +1328,24 @@ def _single_call(body: A.Body) -> A.Call | None:
     if len(stages) == 1 and isinstance(stages[0], A.Call):
         return stages[0]
     return None
+
+
+def _resolve_ties(nodes: list[Node]) -> tuple[Node, ...]:
+    """A tied ``dense`` names its embedding by path (``tied wte``) or by its last path part from
+    inside a block (``tied "wte"``): store the embedding's full path, so that later stages never
+    look it up by suffix. A name that is no embedding stays as written (the shape rule says so)."""
+    paths = {n.path: n for n in nodes}
+    out = []
+    for n in nodes:
+        tied = getattr(n.params, "tied", None) if n.op == "dense" else None
+        if tied is not None and tied not in paths:
+            found = [m.path for m in nodes if m.op == "embedding" and m.path.endswith("." + tied)]
+            if len(found) == 1:
+                n = n.model_copy(update={"params": n.params.model_copy(update={"tied": found[0]})})
+        out.append(n)
+    return tuple(out)
+
+
+def _required(defn: A.Def) -> tuple[str, ...]:
+    """The block's parameters without a default (drawn by position in a call's label)."""
+    return tuple(p.name for p in (defn.params or ()) if p.default is None)

@@ -27,10 +27,23 @@ class Frame(BaseModel):
     path: str
     args: dict[str, Value]
     span: Span
+    #: the block's parameters that have no default
+    required: tuple[str, ...] = ()
 
     def label(self) -> str:
         args = ", ".join(f"{k}={_fmt(v)}" for k, v in self.args.items())
         return f"{self.block}({args})"
+
+    def call(self) -> str:
+        """``Basic(128, stride=2)``: leading required params by position, the others by name."""
+        pos, kw, positional = [], [], True
+        for k, v in self.args.items():
+            if positional and k in self.required:
+                pos.append(_fmt(v))
+            else:
+                positional = False
+                kw.append(f"{k}={_fmt(v)}")
+        return f"{self.block}({', '.join(pos + kw)})"
 
 
 class Node(BaseModel):
@@ -48,6 +61,8 @@ class Node(BaseModel):
     in_cell: str | None = None
     #: the tensor name given in the spec (``d = …``), if any
     tensor: str | None = None
+    #: the node is a cell's gate (``gate f = sigmoid(…)``): drawn as one
+    gate: bool = False
 
 
 class Output(BaseModel):

@@ -365,7 +365,7 @@ def optimizer_state(opt: Optimizer, prefix: str = "optim.") -> dict[str, Tensor]
 def load_optimizer_state(opt: Optimizer, state: Mapping[str, Tensor], prefix: str = "optim.") -> None:
     """Copy saved state (as :func:`optimizer_state` named it; other keys in ``state`` are ignored)
     into ``opt`` in place — works after TinyJit capture and with tensors read from a file
-    (:func:`dlspec.backend.tinygrad.read_weights`). Raises ``KeyError`` naming missing keys, ``ValueError`` on a shape mismatch."""
+    (:func:`dlspec.backends.tinygrad.read_weights`). Raises ``KeyError`` naming missing keys, ``ValueError`` on a shape mismatch."""
     mine = optimizer_state(opt, prefix)
     missing = [k for k in mine if k not in state]
     if missing:

@@ -189,11 +189,10 @@ def receptive_fields(graph: Graph, shapes: Shapes) -> dict[str, tuple[int, int]]
         if op.keeps_field:
             track[n.path] = max(ins)
             continue
-        src_rank = shapes.types[n.inputs[0]].rank
-        win = op.window(n.params, src_rank - 2) if src_rank >= 3 else None
+        win = shapes.windows.get(n.path) if op.field_window else None
         if win is None:
             continue
-        (r, j, _), (k, s) = ins[0], win[0]
+        (r, j, _), k, s = ins[0], win.effective()[0], win.stride[0]
         if max(r + (k - 1) * j, j * s) > MAX_INT:  # past any input's size (the value rule): no meaningful field
             continue
         track[n.path] = (r + (k - 1) * j, j * s, True)

@@ -441,7 +441,7 @@ class Trainer:
     def load_weights(self, path: Path, name_map: str | Path | None = None) -> None:
         """Weights from a run checkpoint (``model.`` keys), ``net.save``, or a PyTorch file
         (``name_map``: see :func:`dlspec.load_weights`)."""
-        from .backend.tinygrad import load_weights
+        from .backends.tinygrad import load_weights
         from .weightfile import weights_format
 
         path = Path(path)
@@ -451,7 +451,7 @@ class Trainer:
 
     def _load_model_state(self, path: Path, sd: dict) -> None:
         """Load ``sd`` (model keys, read from ``path``) into the net, with load_weights's checks."""
-        from .backend.tinygrad import load_state
+        from .backends.tinygrad import load_state
 
         self._loading(path, lambda: load_state(self.net, sd, str(path)))
 
@@ -468,7 +468,7 @@ class Trainer:
 
     # checkpoints ------------------------------------------------------------------------------
     def save(self, name: str, pos: Position, history: list[dict]) -> None:
-        from .backend.tinygrad import save_state
+        from .backends.tinygrad import save_state
         from .optim import optimizer_state
 
         sd = {f"model.{k}": v for k, v in self.net.state_dict().items()}
@@ -664,7 +664,7 @@ def _normalization(meta: dict[str, str]):
 
 
 def _read(path: Path) -> dict:
-    from .backend.tinygrad import read_weights
+    from .backends.tinygrad import read_weights
 
     try:
         return read_weights(path)

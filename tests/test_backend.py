@@ -19,7 +19,7 @@ from conftest import ROOT, run_dlspec
 from tinygrad import Tensor
 
 import dlspec
-from dlspec.backend.tinygrad import verify
+from dlspec.backends.tinygrad import verify
 
 # ---- names and layouts (no kernels run) ---------------------------------------------------------------
 
@@ -302,7 +302,7 @@ def test_compiled_notices_weights_replaced_by_tinygrad():
 
 
 def test_compiled_recurrent_matches_eager():
-    """Recurrent layers run their steps eagerly (dlspec.backend.scan); a compiled step that
+    """Recurrent layers run their steps eagerly (dlspec.backends.tinygrad.scan); a compiled step that
     records and replays them must still give the eager numbers."""
     net = build("model R {\n  input x: [3, 4]\n  lstm 3 bidirectional -> layernorm\n}")
     step = net.compiled()
@@ -390,14 +390,14 @@ def test_a_dtype_the_device_cannot_run_is_one_clear_line():
 
 
 def test_verify_reports_a_broken_lowering(monkeypatch):
-    from dlspec.ops.reshape import Flatten
+    from dlspec.backends.tinygrad.layers import TRANSFORMS
 
     net_ok = build(SMALL)
     assert verify(net_ok, run=False) == []
-    monkeypatch.setattr(Flatten, "lower", classmethod(lambda cls, p, ins, out, low, node: lambda x: x.reshape(x.shape[0], 2, -1)))
+    monkeypatch.setitem(TRANSFORMS, "flatten", lambda node, p, ins, out, low: lambda x: x.reshape(x.shape[0], 2, -1))
     with pytest.raises(Exception):  # noqa: B017 - the dense after it cannot take the wrong shape
         verify(build(SMALL), run=False)
-    monkeypatch.setattr(Flatten, "lower", classmethod(lambda cls, p, ins, out, low, node: lambda x: x))
+    monkeypatch.setitem(TRANSFORMS, "flatten", lambda node, p, ins, out, low: lambda x: x)
     problems = verify(build("model F {\n  input x: [3, 5]\n  flatten\n}"), run=False)
     assert problems and "flatten1: runtime shape (2, 3, 5) but static (2, 15)" in problems[0]
 
@@ -406,8 +406,8 @@ def test_compile_verify_cli_broken(tmp_path):
     spec = tmp_path / "f.dl"
     spec.write_text("model F {\n  input x: [3, 5]\n  flatten\n}\n")
     code = (
-        "import sys; from dlspec.ops.reshape import Flatten; "
-        "Flatten.lower = classmethod(lambda cls, p, ins, out, low, node: lambda x: x); "
+        "import sys; from dlspec.backends.tinygrad.layers import TRANSFORMS; "
+        "TRANSFORMS['flatten'] = lambda node, p, ins, out, low: lambda x: x; "
         "from dlspec.cli import main; sys.exit(main(['compile', sys.argv[1], '--verify', '--device', 'CPU']))"
     )
     import subprocess
@@ -566,7 +566,7 @@ def test_real_pytorch_checkpoints(tmp_path):
 
 
 def test_checkpoint_wrappers_formats_by_content_and_name_clashes(tmp_path):
-    from dlspec.backend.tinygrad import save_state
+    from dlspec.backends.tinygrad import save_state
 
     src = build(SMALL, seed=4)
     want = state(src)

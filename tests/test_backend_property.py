@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dlspec
-from dlspec.backend.tinygrad import verify
+from dlspec.backends.tinygrad import verify
 
 ACTS = ["relu", "tanh", "sigmoid", "leaky_relu 0.2", "elu", "gelu", "silu", "softplus", "linear"]
 

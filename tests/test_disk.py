@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 from dlspec import runfiles
-from dlspec.backend.tinygrad import save_safetensors
+from dlspec.backends.tinygrad import save_safetensors
 from dlspec.cli import main
 from dlspec.runfiles import WriteError
 

@@ -1,4 +1,4 @@
-"""The step-at-a-time recurrences (dlspec.backend.scan): same forward values and gradients as
+"""The step-at-a-time recurrences (dlspec.backends.tinygrad.scan): same forward values and gradients as
 the unrolled graph and as a NumPy float64 reference with finite differences, through
 ``loss.backward()``, and bit-identical training under TinyJit (replay) and eagerly."""
 
@@ -11,7 +11,7 @@ from tinygrad import Context, Tensor, TinyJit
 from tinygrad.nn.optim import Adam
 
 import dlspec
-from dlspec.backend import scan
+from dlspec.backends.tinygrad import scan
 
 RNG = np.random.default_rng(7)
 

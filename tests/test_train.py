@@ -498,7 +498,7 @@ def test_eval_reproduces_the_runs_test_accuracy(base, work, tmp_path):
     assert code == 0, err
     assert json.loads(out)["accuracy"] == summary["test"]["accuracy"]
     # the same weights under other names (as from a PyTorch model), with a name map
-    from dlspec.backend.tinygrad import save_state
+    from dlspec.backends.tinygrad import save_state
 
     save_state({f"features.{k}": v for k, v in t.net.state_dict().items()}, tmp_path / "renamed.safetensors")
     tops = dict.fromkeys(k.split(".")[0] for k in t.net.state_dict())  # e.g. "features.conv1  conv1"

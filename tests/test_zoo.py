@@ -271,7 +271,7 @@ TRACE_ONLY = {"RNN", "LSTM", "GRU", "CharLSTM"}
 
 @pytest.mark.parametrize("case", ZOO, ids=_id)
 def test_forward_pass_gives_the_static_shapes(case, programs):
-    from dlspec.backend.tinygrad import verify
+    from dlspec.backends.tinygrad import verify
 
     file, model, params, _ = case
     device = "NULL" if model in ON_NULL else "CPU"

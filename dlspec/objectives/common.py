@@ -272,7 +272,7 @@ def output_range(graph, node: str | None = None) -> tuple[float, float]:
 
 def save_checkpoint(path: Path, parts: dict[str, Any], meta: dict[str, Any]) -> None:
     """``{prefix: net or optimizer}`` → one safetensors file (atomic), ``meta`` as metadata."""
-    from ..backend.tinygrad import save_state
+    from ..backends.tinygrad import save_state
     from ..optim import optimizer_state
 
     sd = {}
@@ -286,7 +286,7 @@ def save_checkpoint(path: Path, parts: dict[str, Any], meta: dict[str, Any]) -> 
 
 def load_checkpoint(path: Path, parts: dict[str, Any]) -> dict[str, str]:
     """Restore ``parts`` (as :func:`save_checkpoint` wrote them); returns the metadata."""
-    from ..backend.tinygrad import read_weights
+    from ..backends.tinygrad import read_weights
     from ..optim import load_optimizer_state
 
     sd = read_weights(path)

@@ -39,7 +39,7 @@ def _choose(prog, model: str | None) -> tuple[str, float]:
 
 
 def _weights_for(net, path: Path) -> dict:
-    from ..backend.tinygrad import read_weights
+    from ..backends.tinygrad import read_weights
 
     try:
         sd = read_weights(path)

@@ -9,8 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ..shapes import ShapeFail, TensorType, need_float
-from .base import Op, OpParams
+from ..dims import ShapeFail, TensorType, need_float
+from .base import Op, OpParams, Slot
 from .types import Pos
 
 
@@ -20,11 +20,6 @@ class _Act(Op):
     category = "activation"
     activation = True
     keeps_field = True
-
-    @classmethod
-    def lower(cls, p, ins, out, low, node):
-        fn = FUNCTIONS[cls.name]
-        return lambda x: fn(x, p)
 
     @classmethod
     def infer(cls, p, ins, ctx):
@@ -201,13 +196,6 @@ class Prelu(_Act):
     activation = True
 
     @classmethod
-    def lower(cls, p, ins, out, low, node):
-        from tinygrad import Tensor
-
-        n = ins[0].shape[1] if p.per_channel else 1
-        return PreluLayer(Tensor.full((n,), p.init))
-
-    @classmethod
     def count(cls, p, ins, out, ctx):
         if not p.per_channel:
             return 1, 0
@@ -215,6 +203,11 @@ class Prelu(_Act):
         if not isinstance(c, int):
             raise ShapeFail(f"{ctx.name()} per channel needs a known number of channels, got {c}")
         return c, 0
+
+    @classmethod
+    def state(cls, p, ins):
+        n = (ins[0].shape[1] if ins[0].rank > 1 else 1) if p.per_channel else 1
+        return (Slot("weight", (n,), ("full", p.init)),)
 
 
 class GeluParams(OpParams):
@@ -252,54 +245,3 @@ def _axis_checked(p, ins, ctx):
     if not (-x.rank < p.axis < x.rank) or p.axis in (0, -x.rank):
         raise ShapeFail(f"{ctx.name()} axis {p.axis} is not a feature axis of {x.show()} (axis 0 is the batch N)")
     return x
-
-
-class PreluLayer:
-    """``x if x > 0 else a·x`` with ``weight`` a (1 or C,) as PyTorch's PReLU (slope ``a`` at 0)."""
-
-    def __init__(self, weight):
-        self.weight = weight
-
-    def __call__(self, x):
-        a = self.weight if self.weight.shape[0] == 1 or x.ndim < 2 else self.weight.reshape(1, -1, *([1] * (x.ndim - 2)))
-        return (x > 0).where(x, a * x)
-
-
-def _elu(x, alpha: float):
-    """As PyTorch, gradient included: ``alpha`` at exactly 0 (tinygrad's ``elu`` gives 0 there).
-    The exp sees only the non-positive part, so a large x never overflows into the gradient."""
-    neg = (x > 0).where(0, x)
-    return (x > 0).where(x, alpha * (neg.exp() - 1))
-
-
-def _step(x, p):
-    hard = (x > p.threshold).cast(x.dtype)
-    return x + (hard - x).detach()  # forward: the step; backward: identity (straight-through)
-
-
-def _maxout(x, p):
-    c = x.shape[1]
-    return x.reshape(x.shape[0], c // p.pieces, p.pieces, *x.shape[2:]).max(axis=2)
-
-
-FUNCTIONS = {
-    "linear": lambda x, p: x,
-    "identity": lambda x, p: x,
-    "sigmoid": lambda x, p: x.sigmoid(),
-    "tanh": lambda x, p: x.tanh(),
-    "relu": lambda x, p: x.relu(),
-    "silu": lambda x, p: x.silu(),
-    "abs": lambda x, p: x.abs(),
-    "exp": lambda x, p: x.exp(),
-    "log": lambda x, p: x.log(),
-    "sqrt": lambda x, p: x.sqrt(),
-    "neg": lambda x, p: -x,
-    "step": _step,
-    "softmax": lambda x, p: x.softmax(axis=p.axis),
-    "log_softmax": lambda x, p: x.log_softmax(axis=p.axis),
-    "maxout": _maxout,
-    "elu": lambda x, p: _elu(x, p.alpha),
-    "leaky_relu": lambda x, p: (x > 0).where(x, p.slope * x),
-    "gelu": lambda x, p: 0.5 * x * (1 + (x * 0.7071067811865476).erf()) if p.approximate == "none" else x.gelu(),
-    "softplus": lambda x, p: x.softplus(beta=p.beta),
-}

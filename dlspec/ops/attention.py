@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..shapes import ShapeFail, TensorType, dadd, dmul, need_float, need_rank
-from .base import Op, OpParams
+from ..dims import ShapeFail, TensorType, dadd, dmul, need_float, need_rank
+from .base import Op, OpParams, Slot, fan_in
 from .types import Pos, Rate
 
 
@@ -77,71 +77,16 @@ class Attention(Op):
         return dadd(proj, dmul(dmul(tq, tk), 2 * d))  # Q·Kᵀ and A·V
 
     @classmethod
-    def lower(cls, p: AttentionParams, ins, out, low, node):
-        from tinygrad import Tensor
-
-        from ..backend.tinygrad import fan_in_uniform, xavier_uniform
-
+    def state(cls, p: AttentionParams, ins):
         d = ins[0].shape[2]
-        layer = AttentionLayer(p)
-        layer.in_proj_weight = xavier_uniform((3 * d, d))
-        layer.out_proj = _Linear(fan_in_uniform((d, d), d))
+        slots = (
+            Slot("in_proj_weight", (3 * d, d), ("uniform", (6.0 / (d + 3 * d)) ** 0.5)),  # Xavier, as PyTorch
+            fan_in((d, d), d, "out_proj.weight"),
+        )
         if p.bias:
-            layer.in_proj_bias = Tensor.zeros(3 * d)
-            layer.out_proj.bias = Tensor.zeros(d)
-        return layer
+            slots += (Slot("in_proj_bias", (3 * d,), ("full", 0.0)), Slot("out_proj.bias", (d,), ("full", 0.0)))
+        return slots
 
     @classmethod
     def summary(cls, p: AttentionParams, dims: int = 2) -> list[str]:
         return [f"attention {p.heads} heads"] + (["causal"] if p.causal else []) + ([f"mask {p.mask}"] if p.mask else [])
-
-
-class _Linear:
-    def __init__(self, weight):
-        self.weight = weight
-
-
-class AttentionLayer:
-    """``torch.nn.MultiheadAttention`` (batch first): ``in_proj_weight`` (3D, D) = [W_q; W_k; W_v],
-    ``in_proj_bias`` (3D), ``out_proj.weight`` (D, D), ``out_proj.bias`` (D).
-    ``(N, T_q, D)[, (N, T_k, D)][, mask] → (N, T_q, D)``."""
-
-    def __init__(self, p: AttentionParams):
-        self._p = (p,)
-
-    def __call__(self, q, *rest):
-        from tinygrad import Tensor
-        from tinygrad.helpers import TRAINING
-
-        (p,) = self._p
-        mask = rest[-1] if p.mask else None
-        kv = rest[0] if len(rest) - (1 if p.mask else 0) == 1 else q
-        n, tq, d = q.shape
-        tk = kv.shape[1]
-        h = p.heads
-        wq, wk, wv = self.in_proj_weight.chunk(3, dim=0)
-        bq = bk = bv = None
-        if hasattr(self, "in_proj_bias"):
-            bq, bk, bv = self.in_proj_bias.chunk(3, dim=0)
-
-        def heads(x, w, b, t):
-            return x.linear(w.T, b).reshape(n, t, h, d // h).transpose(1, 2)
-
-        qh, kh, vh = heads(q, wq, bq, tq), heads(kv, wk, bk, tk), heads(kv, wv, bv, tk)
-        keep = None
-        if p.causal:
-            # query i sees keys 0..i (PyTorch's scaled_dot_product_attention(is_causal=True), top-left aligned)
-            keep = Tensor.ones(tq, tk, device=q.device, dtype="bool").tril(0)
-        seen = None
-        if mask is not None:
-            m = mask.cast("bool").reshape(n, *([1] * (4 - mask.ndim)), *mask.shape[1:])
-            keep = m if keep is None else keep & m
-            # a query with every key masked: output 0 as PyTorch's scaled_dot_product_attention,
-            # not the NaN of a softmax over −∞ alone (which would spread to the loss and gradients)
-            seen = keep.any(-1, keepdim=True)
-            keep = keep | seen.logical_not()
-        att = qh.scaled_dot_product_attention(kh, vh, attn_mask=keep, dropout_p=p.dropout if TRAINING else 0.0)
-        if seen is not None:
-            att = seen.where(att, 0)
-        y = att.transpose(1, 2).reshape(n, tq, d)
-        return y.linear(self.out_proj.weight.T, getattr(self.out_proj, "bias", None))

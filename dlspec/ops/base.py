@@ -9,11 +9,38 @@ from __future__ import annotations
 
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import Diagnostic, Span, suggest
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One tensor of a layer's state dict: its key under the layer's path (PyTorch's name, e.g.
+    ``weight``, ``running_mean``, ``out_proj.bias``), its shape (PyTorch's layout), whether it is
+    a buffer (not trained), its dtype, and how it is initialised (PyTorch's defaults):
+    ``("uniform", bound)`` U(−bound, bound), ``("normal", std)``, ``("full", value)``."""
+
+    name: str
+    shape: tuple[int, ...]
+    init: tuple[str, float]
+    buffer: bool = False
+    dtype: str = "float32"
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def fan_in(shape: tuple[int, ...], fan: int, name: str) -> Slot:
+    """PyTorch's default for Linear/Conv weights and biases: U(−1/√fan_in, 1/√fan_in)."""
+    return Slot(name, shape, ("uniform", 1.0 / fan**0.5 if fan > 0 else 0.0))
 
 
 class OpParams(BaseModel):
@@ -61,6 +88,18 @@ class Op:
         return 0
 
     @classmethod
+    def state(cls, p: Any, ins: list) -> tuple[Slot, ...]:
+        """The layer's tensors (state-dict keys under its path, shapes, init), in the order they
+        are initialised — the naming contract every target follows. Default: none."""
+        return ()
+
+    @classmethod
+    def geometry(cls, p: Any, ins: list) -> Any:
+        """A windowed layer's resolved :class:`~dlspec.ops.window.Window` (called after ``infer``
+        succeeded); None for other ops."""
+        return None
+
+    @classmethod
     def layer_count(cls, p: Any) -> int:
         """How many layers one node of this op stands for, against the model's layer limit
         (dlspec.bounds.MAX_LAYERS): 1, or a recurrent op's stacked ``layers``."""
@@ -72,11 +111,8 @@ class Op:
         of the layer's output (a kernel 3 is ``3`` in 1-D, ``3×3`` in 2-D)."""
         return [cls.name]
 
-    @classmethod
-    def window(cls, p: Any, n: int) -> list[tuple[int, int]] | None:
-        """(effective kernel, stride) per spatial dim for receptive-field tracking;
-        None when the op keeps the receptive field (activations, norms, merges)."""
-        return None
+    #: whether the layer's window (``geometry``) grows the receptive field (conv, pooling)
+    field_window: ClassVar[bool] = False
 
     #: whether the receptive field passes through this op unchanged
     keeps_field: ClassVar[bool] = False

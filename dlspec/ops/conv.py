@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..shapes import ShapeFail, TensorType, dmul, elements, need_float, need_rank
-from .base import Op, OpParams
+from ..dims import ShapeFail, TensorType, dmul, elements, need_float, need_rank
+from .base import Op, OpParams, fan_in
 from .types import NonNeg, Padding, Pos, Size
-from .window import AXES, check_fits, dropped, pads, per_dim, show_arith, upsampled, window_out
+from .window import AXES, check_fits, dropped, per_dim, resolve, show_arith, upsampled, window_out
 
 
 class ConvParams(OpParams):
@@ -34,6 +34,7 @@ class Conv(Op):
     positional = ("filters",)
     key_aliases = {"kernel_size": "kernel", "channels": "filters", "out": "filters"}
     category = "convolution"
+    field_window = True
 
     @classmethod
     def infer(cls, p: ConvParams, ins, ctx):
@@ -41,7 +42,7 @@ class Conv(Op):
         c = x.shape[1]
         _groups(ctx, p, c)
         sizes = x.shape[2:]
-        padding = pads(p.padding, n, k, d, s, sizes, ctx.name())
+        padding = resolve(p.kernel, p.stride, p.dilation, p.padding, sizes, ctx.name()).pads
         out = []
         for axis, size, kk, ss, dd, (pb, pa) in zip(AXES[n], sizes, k, s, d, padding):
             k_eff = dd * (kk - 1) + 1
@@ -66,6 +67,19 @@ class Conv(Op):
         return w + (p.filters if p.bias else 0), 0
 
     @classmethod
+    def state(cls, p: ConvParams, ins):
+        c = ins[0].shape[1] // p.groups
+        k = per_dim(p.kernel, ins[0].rank - 2, "kernel", "conv")
+        fan = c
+        for kk in k:
+            fan *= kk
+        return (fan_in((p.filters, c, *k), fan, "weight"),) + ((fan_in((p.filters,), fan, "bias"),) if p.bias else ())
+
+    @classmethod
+    def geometry(cls, p: ConvParams, ins):
+        return resolve(p.kernel, p.stride, p.dilation, p.padding, ins[0].shape[2:], "conv")
+
+    @classmethod
     def macs(cls, p: ConvParams, ins, out, ctx):
         c = ins[0].shape[1]
         k = per_dim(p.kernel, ins[0].rank - 2, "kernel", "conv")
@@ -75,32 +89,8 @@ class Conv(Op):
         return dmul(elements(out.sample), per)
 
     @classmethod
-    def lower(cls, p: ConvParams, ins, out, low, node):
-        from ..backend.tinygrad import fan_in_uniform
-
-        x = ins[0]
-        n = x.rank - 2
-        k = per_dim(p.kernel, n, "kernel", "conv")
-        s = per_dim(p.stride, n, "stride", "conv")
-        d = per_dim(p.dilation, n, "dilation", "conv")
-        cin = x.shape[1] // p.groups
-        fan = cin
-        for kk in k:
-            fan *= kk
-        w = fan_in_uniform((p.filters, cin, *k), fan)
-        b = fan_in_uniform((p.filters,), fan) if p.bias else None
-        return ConvLayer(w, b, p.padding, k, s, d, p.groups)
-
-    @classmethod
     def summary(cls, p: ConvParams, dims: int = 2) -> list[str]:
         return [f"conv {p.filters}"] + _window_words(p, dims)
-
-    @classmethod
-    def window(cls, p: ConvParams, n: int):
-        k = per_dim(p.kernel, n, "kernel", "conv")
-        s = per_dim(p.stride, n, "stride", "conv")
-        d = per_dim(p.dilation, n, "dilation", "conv")
-        return [(dd * (kk - 1) + 1, ss) for kk, ss, dd in zip(k, s, d)]
 
 
 class DeconvParams(OpParams):
@@ -137,10 +127,9 @@ class Deconv(Op):
             raise ShapeFail(
                 f"{ctx.name()} does not support padding 'same'", help="give the padding as numbers, as PyTorch's ConvTranspose does"
             )
-        padding = pads(p.padding, n, k, d, s, x.shape[2:], ctx.name())
-        opad = per_dim(p.output_padding, n, "output_padding", "deconv")
+        win = resolve(p.kernel, p.stride, p.dilation, p.padding, x.shape[2:], ctx.name(), p.output_padding)
         out = []
-        for axis, size, kk, ss, dd, (pb, pa), op in zip(AXES[n], x.shape[2:], k, s, d, padding, opad):
+        for axis, size, kk, ss, dd, (pb, pa), op in zip(AXES[n], x.shape[2:], k, s, d, win.pads, win.output_padding):
             if op >= max(ss, dd):
                 raise ShapeFail(f"{ctx.name()} output_padding {op} must be smaller than the stride {ss} or the dilation {dd}")
             o = upsampled(size, kk, ss, dd, pb, pa, op)
@@ -158,26 +147,25 @@ class Deconv(Op):
         return w + (p.filters if p.bias else 0), 0
 
     @classmethod
+    def state(cls, p: DeconvParams, ins):
+        k = per_dim(p.kernel, ins[0].rank - 2, "kernel", "deconv")
+        fan = p.filters // p.groups  # PyTorch computes ConvTranspose's fan-in from weight.size(1)
+        for kk in k:
+            fan *= kk
+        weight = fan_in((ins[0].shape[1], p.filters // p.groups, *k), fan, "weight")
+        return (weight,) + ((fan_in((p.filters,), fan, "bias"),) if p.bias else ())
+
+    @classmethod
+    def geometry(cls, p: DeconvParams, ins):
+        return resolve(p.kernel, p.stride, p.dilation, p.padding, ins[0].shape[2:], "deconv", p.output_padding)
+
+    @classmethod
     def macs(cls, p: DeconvParams, ins, out, ctx):
         x = ins[0]
         per = p.filters // p.groups
         for kk in per_dim(p.kernel, x.rank - 2, "kernel", "deconv"):
             per *= kk
         return dmul(elements(x.sample), per)
-
-    @classmethod
-    def lower(cls, p: DeconvParams, ins, out, low, node):
-        from ..backend.tinygrad import fan_in_uniform
-
-        x = ins[0]
-        n = x.rank - 2
-        k = per_dim(p.kernel, n, "kernel", "deconv")
-        fan = p.filters // p.groups  # PyTorch computes ConvTranspose's fan-in from weight.size(1)
-        for kk in k:
-            fan *= kk
-        w = fan_in_uniform((x.shape[1], p.filters // p.groups, *k), fan)
-        b = fan_in_uniform((p.filters,), fan) if p.bias else None
-        return DeconvLayer(w, b, p, n)
 
     @classmethod
     def summary(cls, p: DeconvParams, dims: int = 2) -> list[str]:
@@ -224,52 +212,3 @@ def _groups(ctx, p, c) -> None:
         raise ShapeFail(f"{ctx.name()} groups {p.groups} does not divide its {c} input channels")
     if p.filters % p.groups:
         raise ShapeFail(f"{ctx.name()} groups {p.groups} does not divide its {p.filters} filters")
-
-
-class ConvLayer:
-    """``(N, C_in, *S) → (N, filters, *S')`` with ``weight`` (filters, C_in/groups, *kernel)."""
-
-    def __init__(self, weight, bias, padding, kernel, stride, dilation, groups):
-        self.weight = weight
-        if bias is not None:
-            self.bias = bias
-        self._cfg = (padding, kernel, stride, dilation, groups)
-
-    def __call__(self, x):
-        padding, k, s, d, g = self._cfg
-        n = len(k)
-        pairs = pads(padding, n, k, d, s, tuple(x.shape[2:]), "conv")
-        if any(a or b for a, b in pairs):
-            x = x.pad(((0, 0), (0, 0), *pairs))
-        return x.conv2d(self.weight, getattr(self, "bias", None), groups=g, stride=s, dilation=d, padding=0)
-
-
-class DeconvLayer:
-    """``(N, C_in, *S) → (N, filters, *S')``, weight (C_in, filters/groups, *kernel) as PyTorch."""
-
-    def __init__(self, weight, bias, p, n):
-        self.weight = weight
-        if bias is not None:
-            self.bias = bias
-        self._cfg = (p, n)
-
-    def __call__(self, x):
-        p, n = self._cfg
-        k = per_dim(p.kernel, n, "kernel", "deconv")
-        s = per_dim(p.stride, n, "stride", "deconv")
-        d = per_dim(p.dilation, n, "dilation", "deconv")
-        pairs = pads(p.padding, n, k, d, s, tuple(x.shape[2:]), "deconv")
-        opad = per_dim(p.output_padding, n, "output_padding", "deconv")
-        y = x.conv_transpose2d(self.weight, None, groups=p.groups, stride=s, dilation=d, padding=0)
-        # crop the padding (asymmetric allowed) and add output_padding rows at the end
-        slices, extra = [], []
-        for size, (pb, pa), op in zip(y.shape[2:], pairs, opad):
-            end = size - pa + op
-            slices.append((pb, min(end, size)))
-            extra.append((0, max(0, end - size)))
-        y = y.shrink(((0, y.shape[0]), (0, y.shape[1]), *slices))
-        if any(e for _, e in extra):
-            y = y.pad(((0, 0), (0, 0), *extra))
-        if hasattr(self, "bias"):
-            y = y + self.bias.reshape(1, -1, *([1] * n))
-        return y

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..shapes import ShapeFail, TensorType, dmul, elements, need_float
-from .base import Op, OpParams
+from ..dims import ShapeFail, TensorType, dmul, elements, need_float
+from .base import Op, OpParams, fan_in
 from .types import Pos
 
 
@@ -40,9 +40,7 @@ class Dense(Op):
         if not isinstance(f, int):
             raise ShapeFail(f"{ctx.name()} needs a known number of input features, got {f} from {ctx.source()}")
         if p.tied is not None:
-            src = next((n for n in ctx.graph.nodes if n.path == p.tied), None) or next(
-                (n for n in ctx.graph.nodes if n.path.endswith("." + p.tied) and n.op == "embedding"), None
-            )
+            src = next((n for n in ctx.graph.nodes if n.path == p.tied), None)  # the full path (resolved in the IR)
             if src is None or src.op != "embedding":
                 raise ShapeFail(f"{ctx.name()} is tied to '{p.tied}', which is not an embedding layer")
             if src.params.dim != f:
@@ -64,18 +62,10 @@ class Dense(Op):
         return dmul(elements(x.sample[:-1]), p.units * x.shape[-1])
 
     @classmethod
-    def lower(cls, p: DenseParams, ins, out, low, node):
-        from ..backend.tinygrad import Hidden, fan_in_uniform
-
+    def state(cls, p: DenseParams, ins):
         f = ins[0].shape[-1]
-        if p.tied:
-            emb = next(n for n in low.graph.nodes if n.op == "embedding" and (n.path == p.tied or n.path.endswith("." + p.tied)))
-            owner = low.layer(emb.path)
-            weight = Hidden(owner)
-        else:
-            weight = fan_in_uniform((p.units, f), f)
-        bias = fan_in_uniform((p.units,), f) if p.bias else None
-        return DenseLayer(weight, bias)
+        weight = () if p.tied else (fan_in((p.units, f), f, "weight"),)
+        return weight + ((fan_in((p.units,), f, "bias"),) if p.bias else ())
 
     @classmethod
     def summary(cls, p: DenseParams, dims: int = 2) -> list[str]:
@@ -88,20 +78,3 @@ def _vocab_of(ctx, emb) -> int:
         return emb.params.vocab
     src = ctx.types.get(emb.inputs[0])
     return src.vocab if src is not None else -1
-
-
-class DenseLayer:
-    """``(N, *, F_in) → (N, *, units)``: ``x Wᵀ + b`` with ``weight`` (units, F_in) as PyTorch's Linear.
-    A tied layer holds no weight of its own: it uses its embedding's (vocab, dim) weight."""
-
-    def __init__(self, weight, bias):
-        if type(weight).__name__ == "Hidden":
-            self.tied = weight
-        else:
-            self.weight = weight
-        if bias is not None:
-            self.bias = bias
-
-    def __call__(self, x):
-        w = self.tied.value.weight if hasattr(self, "tied") else self.weight
-        return x.linear(w.T, getattr(self, "bias", None))

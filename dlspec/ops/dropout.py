@@ -27,7 +27,3 @@ class Dropout(Op):
     @classmethod
     def summary(cls, p, dims: int = 2) -> list[str]:
         return [f"dropout {p.rate:g}"]
-
-    @classmethod
-    def lower(cls, p, ins, out, low, node):
-        return lambda x: x.dropout(p.rate)

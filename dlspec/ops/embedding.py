@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..shapes import ShapeFail, TensorType, need_float, need_rank
-from .base import Op, OpParams
+from ..dims import ShapeFail, TensorType, need_float, need_rank
+from .base import Op, OpParams, Slot
 from .types import Pos
 
 
@@ -51,14 +51,13 @@ class Embedding(Op):
         return cls.vocab(p, ins[0], ctx) * p.dim, 0
 
     @classmethod
-    def summary(cls, p, dims: int = 2) -> list[str]:
-        return [f"embedding {p.dim}"] + ([f"vocab {p.vocab}"] if p.vocab else [])
+    def state(cls, p, ins):
+        vocab = p.vocab if p.vocab is not None else ins[0].vocab
+        return (Slot("weight", (vocab, p.dim), ("normal", 1.0)),)  # N(0, 1) as PyTorch
 
     @classmethod
-    def lower(cls, p, ins, out, low, node):
-        from ..backend.tinygrad import normal
-
-        return EmbeddingLayer(normal((cls.vocab(p, ins[0], None), p.dim)))  # N(0, 1) as PyTorch
+    def summary(cls, p, dims: int = 2) -> list[str]:
+        return [f"embedding {p.dim}"] + ([f"vocab {p.vocab}"] if p.vocab else [])
 
 
 class PosEmbedParams(OpParams):
@@ -94,40 +93,9 @@ class PosEmbed(Op):
         return p.length * ins[0].shape[2], 0
 
     @classmethod
-    def summary(cls, p, dims: int = 2) -> list[str]:
-        return [f"posembed {p.length}"]
+    def state(cls, p, ins):
+        return (Slot("weight", (p.length, ins[0].shape[2]), ("normal", 0.02)),)  # N(0, 0.02²) as GPT-2
 
     @classmethod
-    def lower(cls, p, ins, out, low, node):
-        from ..backend.tinygrad import normal
-
-        return PosEmbedLayer(normal((p.length, ins[0].shape[2]), 0.02))  # N(0, 0.02²) as GPT-2
-
-
-class EmbeddingLayer:
-    """``(N, *) int → (N, *, dim)``: rows of ``weight`` (vocab, dim)."""
-
-    def __init__(self, weight):
-        self.weight = weight
-
-    def __call__(self, idx):
-        from tinygrad import Tensor
-
-        vocab, dim = self.weight.shape
-        big = (*idx.shape, vocab, dim)  # a fused select-and-sum: nothing of this size is materialised
-        rows = Tensor.arange(vocab, dtype=idx.dtype).to(idx.device).reshape(vocab, 1).expand(big)  # arange takes no device
-        return (rows == idx.reshape(*idx.shape, 1, 1).expand(big)).where(self.weight.expand(big), 0).sum(-2)
-
-
-class PosEmbedLayer:
-    """``(N, T, D) → (N, T, D)``: adds ``weight[:T]`` (length, D)."""
-
-    def __init__(self, weight):
-        self.weight = weight
-
-    def __call__(self, x):
-        if x.shape[1] > self.weight.shape[0]:
-            from ..errors import UsageError
-
-            raise UsageError(f"posembed encodes at most {self.weight.shape[0]} positions but the sequence has {x.shape[1]}")
-        return x + self.weight[: x.shape[1]]
+    def summary(cls, p, dims: int = 2) -> list[str]:
+        return [f"posembed {p.length}"]

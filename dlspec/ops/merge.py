@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..shapes import ShapeFail, TensorType, broadcast, dadd
+from ..dims import ShapeFail, TensorType, broadcast, dadd
 from .base import Op, OpParams
 
 
@@ -53,12 +53,6 @@ class Concat(Op):
     def summary(cls, p, dims: int = 2) -> list[str]:
         return ["concat"] + ([f"axis {p.axis}"] if p.axis != 1 else [])
 
-    @classmethod
-    def lower(cls, p, ins, out, low, node):
-        from tinygrad import Tensor
-
-        return lambda *xs: Tensor.cat(*xs, dim=p.axis) if len(xs) > 1 else xs[0]
-
 
 class AddParams(OpParams):
     op: Literal["add"] = "add"
@@ -92,16 +86,6 @@ class Add(Op):
     def summary(cls, p, dims: int = 2) -> list[str]:
         return ["add (residual)" if p.residual else "add"]
 
-    @classmethod
-    def lower(cls, p, ins, out, low, node):
-        def add(*xs):
-            y = xs[0]
-            for x in xs[1:]:
-                y = y + x
-            return y
-
-        return add
-
 
 class MultiplyParams(OpParams):
     op: Literal["multiply"] = "multiply"
@@ -119,16 +103,6 @@ class Multiply(Op):
     @classmethod
     def infer(cls, p, ins, ctx):
         return broadcast(ctx, ins, ctx.name())
-
-    @classmethod
-    def lower(cls, p, ins, out, low, node):
-        def mul(*xs):
-            y = xs[0]
-            for x in xs[1:]:
-                y = y * x
-            return y
-
-        return mul
 
 
 class ArithParams(OpParams):
@@ -161,24 +135,6 @@ class Arith(Op):
         left = f"{p.left:g} " if p.left is not None else ""
         right = f" {p.right:g}" if p.right is not None else ""
         return [f"{left}{sym}{right}".strip()]
-
-    @classmethod
-    def lower(cls, p, ins, out, low, node):
-        def arith(*xs):
-            it = iter(xs)
-            a = p.left if p.left is not None else next(it)
-            b = p.right if p.right is not None else next(it)
-            if p.fn == "add":
-                return a + b
-            if p.fn == "sub":
-                return a - b
-            if p.fn == "mul":
-                return a * b
-            if p.fn == "div":
-                return a / b
-            return a**b
-
-        return arith
 
 
 def _who(ctx, i: int) -> str:

@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ..shapes import ShapeFail, need_float
-from .base import Op, OpParams
+from ..dims import ShapeFail, need_float
+from .base import Op, OpParams, Slot
 from .types import Pos
 
 Eps = Annotated[float, Field(gt=0)]
@@ -44,35 +44,13 @@ class BatchNorm(Op):
         return (2 * c if p.affine else 0), 2 * c + 1  # running mean, var, num_batches_tracked
 
     @classmethod
-    def lower(cls, p, ins, out, low, node):
-        from tinygrad import nn
-
-        class CountingBatchNorm(nn.BatchNorm):
-            """tinygrad's BatchNorm rebinds ``num_batches_tracked`` (``+= 1``) instead of updating
-            it in place, so a TinyJit-replayed training step never counted; this one assigns."""
-
-            def __call__(self, x):
-                from tinygrad.helpers import TRAINING
-
-                from ..errors import BackendError, Diagnostic
-
-                if TRAINING and x.numel() <= x.shape[1]:  # the unbiased variance would divide by 0
-                    raise BackendError(
-                        Diagnostic(
-                            f"batchnorm '{node.path}' needs more than 1 value per channel when training, "
-                            f"got input of shape {tuple(x.shape)}",
-                            node.span,
-                            help="train with a batch of 2 or more samples (or evaluate in the eval phase)",
-                        )
-                    )
-                counter = self.num_batches_tracked
-                out = super().__call__(x)
-                if self.num_batches_tracked is not counter:
-                    counter.assign(self.num_batches_tracked)
-                    self.num_batches_tracked = counter
-                return out
-
-        return CountingBatchNorm(ins[0].shape[1], eps=p.eps, affine=p.affine, track_running_stats=True, momentum=p.momentum)
+    def state(cls, p, ins):
+        c = ins[0].shape[1]
+        return _affine(p, (c,)) + (
+            Slot("running_mean", (c,), ("full", 0.0), buffer=True),
+            Slot("running_var", (c,), ("full", 1.0), buffer=True),
+            Slot("num_batches_tracked", (), ("full", 0), buffer=True, dtype="int64"),
+        )
 
 
 class LayerNormParams(OpParams):
@@ -102,10 +80,8 @@ class LayerNorm(Op):
         return (2 * ins[0].shape[-1] if p.affine else 0), 0
 
     @classmethod
-    def lower(cls, p, ins, out, low, node):
-        from tinygrad import nn
-
-        return nn.LayerNorm(ins[0].shape[-1], eps=p.eps, elementwise_affine=p.affine)
+    def state(cls, p, ins):
+        return _affine(p, (ins[0].shape[-1],))
 
 
 class GroupNormParams(OpParams):
@@ -139,10 +115,13 @@ class GroupNorm(Op):
         return (2 * ins[0].shape[1] if p.affine else 0), 0
 
     @classmethod
-    def lower(cls, p, ins, out, low, node):
-        from tinygrad import nn
+    def state(cls, p, ins):
+        return _affine(p, (ins[0].shape[1],))
 
-        return nn.GroupNorm(p.groups, ins[0].shape[1], eps=p.eps, affine=p.affine)
+
+def _affine(p, shape: tuple[int, ...]) -> tuple[Slot, ...]:
+    """γ = 1 and β = 0 (PyTorch), when affine."""
+    return (Slot("weight", shape, ("full", 1.0)), Slot("bias", shape, ("full", 0.0))) if p.affine else ()
 
 
 def _known(ctx, x, axis: int, what: str) -> int:

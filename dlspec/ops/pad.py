@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from ..shapes import ShapeFail, TensorType, dadd
+from ..dims import ShapeFail, TensorType, dadd
 from .base import Op, OpParams
 from .types import NonNeg
 from .window import AXES
@@ -75,18 +75,6 @@ class Pad(Op):
         return TensorType(tuple(shape), x.dtype, x.vocab)
 
     @classmethod
-    def lower(cls, p: PadParams, ins, out, low, node):
-        x = ins[0]
-        spatial = [(p.padding, p.padding)] * (x.rank - 2) if isinstance(p.padding, int) and p.padding else None
-        if spatial is None:
-            spatial = [(0, 0)] * (x.rank - 2) if p.padding == 0 else [(q, q) if isinstance(q, int) else (q[0], q[1]) for q in p.padding]
-        pairs = ((0, 0), _channels(p.channels), *spatial)
-        mode = {"constant": "constant", "reflect": "reflect", "replicate": "replicate"}[p.mode]
-        if mode == "constant":
-            return lambda t: t.pad(pairs, value=p.value)
-        return lambda t: t.pad(pairs, mode=mode)
-
-    @classmethod
     def summary(cls, p: PadParams, dims: int = 2) -> list[str]:
         words = ["pad"]
         if p.padding:
@@ -101,6 +89,19 @@ class Pad(Op):
         elif p.value:
             words.append(f"value {p.value:g}")
         return words
+
+
+def pairs(p: PadParams, rank: int) -> tuple[tuple[int, int], ...]:
+    """(before, after) for every axis of the input (rank counts N): none on N, the channel
+    padding on axis 1, the spatial padding on the rest — what every target pads with."""
+    n = rank - 2
+    if p.padding == 0:
+        spatial = [(0, 0)] * n
+    elif isinstance(p.padding, int):
+        spatial = [(p.padding, p.padding)] * n
+    else:
+        spatial = [(q, q) if isinstance(q, int) else (q[0], q[1]) for q in p.padding]
+    return ((0, 0), _channels(p.channels), *spatial)
 
 
 def _channels(c) -> tuple[int, int]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..shapes import ShapeFail, TensorType, need_float, need_rank
+from ..dims import ShapeFail, TensorType, need_float, need_rank
 from .base import Op, OpParams
 from .types import Padding, Size
-from .window import AXES, check_fits, dropped, pads, per_dim, show_arith, window_out
+from .window import AXES, check_fits, dropped, per_dim, resolve, show_arith, window_out
 
 
 class PoolParams(OpParams):
@@ -38,6 +38,7 @@ class Pool(Op):
     Params = PoolParams
     key_aliases = {"kernel_size": "kernel", "output_size": "size", "ceil_mode": "ceil"}
     category = "pooling"
+    field_window = True
 
     @classmethod
     def infer(cls, p: PoolParams, ins, ctx):
@@ -71,7 +72,7 @@ class Pool(Op):
         k = per_dim(p.kernel, n, "kernel", ctx.name())
         s = per_dim(p.stride if p.stride is not None else p.kernel, n, "stride", ctx.name())
         d = per_dim(p.dilation, n, "dilation", ctx.name())
-        padding = pads(p.padding, n, k, d, s, sizes, ctx.name())
+        padding = cls.geometry(p, ins).pads
         out = []
         for axis, size, kk, ss, dd, (pb, pa) in zip(AXES[n], sizes, k, s, d, padding):
             k_eff = dd * (kk - 1) + 1
@@ -110,17 +111,10 @@ class Pool(Op):
         return words
 
     @classmethod
-    def lower(cls, p: PoolParams, ins, out, low, node):
-        return PoolLayer(p, ins[0].rank - 2)
-
-    @classmethod
-    def window(cls, p: PoolParams, n: int):
+    def geometry(cls, p: PoolParams, ins):
         if p.scope != "window" or p.kernel is None:
             return None
-        k = per_dim(p.kernel, n, "kernel", "pool")
-        s = per_dim(p.stride if p.stride is not None else p.kernel, n, "stride", "pool")
-        d = per_dim(p.dilation, n, "dilation", "pool")
-        return [(dd * (kk - 1) + 1, ss) for kk, ss, dd in zip(k, s, d)]
+        return resolve(p.kernel, p.stride if p.stride is not None else p.kernel, p.dilation, p.padding, ins[0].shape[2:], "pool")
 
 
 def _fix(size: int, k: int, s: int, d: int, pb: int, pa: int) -> str:
@@ -132,58 +126,3 @@ def _fix(size: int, k: int, s: int, d: int, pb: int, pa: int) -> str:
         if not dropped(size, k_eff, s, p2, p2, o):
             return f"use padding {p2}, or ceil true"
     return "use ceil true, or a kernel and stride that divide the input"
-
-
-class PoolLayer:
-    """Max/avg pooling over the last ``n`` axes (PyTorch's arithmetic; padding is −∞ for max)."""
-
-    def __init__(self, p: PoolParams, n: int):
-        self._cfg = (p, n)
-
-    def __call__(self, x):
-        p, n = self._cfg
-        axes = tuple(range(2, 2 + n))
-        if p.scope == "global":
-            return x.max(axis=axes, keepdim=True) if p.kind == "max" else x.mean(axis=axes, keepdim=True)
-        if p.scope == "adaptive":
-            size = per_dim(p.size, n, "size", "pool")
-            k = tuple(s_in // s_out for s_in, s_out in zip(x.shape[2:], size))
-            return x.max_pool2d(kernel_size=k, stride=k) if p.kind == "max" else x.avg_pool2d(kernel_size=k, stride=k)
-        k = per_dim(p.kernel, n, "kernel", "pool")
-        s = per_dim(p.stride if p.stride is not None else p.kernel, n, "stride", "pool")
-        d = per_dim(p.dilation, n, "dilation", "pool")
-        pairs = pads(p.padding, n, k, d, s, tuple(x.shape[2:]), "pool")
-        if p.ceil:
-            # PyTorch's ceil mode: extra windows may hang over the right edge (not counted for avg)
-            extra = []
-            for size, kk, ss, dd, (pb, pa) in zip(x.shape[2:], k, s, d, pairs):
-                o = window_out(size, kk, ss, dd, pb, pa, True)
-                need = (o - 1) * ss + dd * (kk - 1) + 1 - (size + pb + pa)
-                extra.append(max(0, need))
-        else:
-            extra = [0] * n
-        if p.kind == "max":
-            full = [(pb, pa + e) for (pb, pa), e in zip(pairs, extra)]
-            if any(a or b for a, b in full):
-                x = x.pad(((0, 0), (0, 0), *full), value=float("-inf"))
-            return x.max_pool2d(kernel_size=k, stride=s, dilation=d)
-        # average: divide by the window's size counting padding (count_include_pad) but never the ceil overhang
-        include_pad = p.count_include_pad if p.count_include_pad is not None else p.padding != "same"
-        full = [(pb, pa + e) for (pb, pa), e in zip(pairs, extra)]
-        xp = x.pad(((0, 0), (0, 0), *full)) if any(a or b for a, b in full) else x
-        total = xp.avg_pool2d(kernel_size=k, stride=s, dilation=d)
-        if not any(extra) and (include_pad or not any(a or b for a, b in pairs)):
-            return total
-        from tinygrad import Tensor
-
-        ones = Tensor.ones(1, 1, *x.shape[2:], device=x.device, dtype=x.dtype)
-        if include_pad:
-            ones = ones.pad(((0, 0), (0, 0), *pairs), value=1.0)
-            ones = ones.pad(((0, 0), (0, 0), *[(0, e) for e in extra]))
-        else:
-            ones = ones.pad(((0, 0), (0, 0), *full))
-        kprod = 1
-        for kk in k:
-            kprod *= kk
-        counts = ones.avg_pool2d(kernel_size=k, stride=s, dilation=d) * kprod
-        return total * kprod / counts

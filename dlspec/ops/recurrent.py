@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ..bounds import MAX_LAYERS
-from ..shapes import ShapeFail, TensorType, dmul, need_float, need_rank
-from .base import Op, OpParams
+from ..dims import ShapeFail, TensorType, dmul, need_float, need_rank
+from .base import Op, OpParams, Slot
 from .types import Pos, Rate
 
 
@@ -80,24 +80,20 @@ class _Recurrent(Op):
         return dmul(ins[0].shape[1], cls.per_step(p, ins[0].shape[2])[1])
 
     @classmethod
-    def lower(cls, p, ins, out, low, node):
-        from ..backend.tinygrad import uniform
-
-        layer = RecurrentLayer(cls.name, p)
+    def state(cls, p, ins):
+        """PyTorch's names and init: every weight and bias ~ U(−1/√H, 1/√H)."""
         h, g = p.hidden, cls.gates
         dirs = 2 if p.bidirectional else 1
-        bound = 1.0 / h**0.5  # PyTorch: every weight and bias ~ U(−1/√H, 1/√H)
-        f = ins[0].shape[2]
-        for layer_i in range(p.layers):
-            fin = f if layer_i == 0 else dirs * h
+        init = ("uniform", 1.0 / h**0.5)
+        slots: tuple[Slot, ...] = ()
+        for layer in range(p.layers):
+            fin = ins[0].shape[2] if layer == 0 else dirs * h
             for d in range(dirs):
-                sfx = f"_l{layer_i}" + ("_reverse" if d else "")
-                setattr(layer, "weight_ih" + sfx, uniform((g * h, fin), bound))
-                setattr(layer, "weight_hh" + sfx, uniform((g * h, h), bound))
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                slots += (Slot("weight_ih" + sfx, (g * h, fin), init), Slot("weight_hh" + sfx, (g * h, h), init))
                 if p.bias:
-                    setattr(layer, "bias_ih" + sfx, uniform((g * h,), bound))
-                    setattr(layer, "bias_hh" + sfx, uniform((g * h,), bound))
-        return layer
+                    slots += (Slot("bias_ih" + sfx, (g * h,), init), Slot("bias_hh" + sfx, (g * h,), init))
+        return slots
 
     @classmethod
     def summary(cls, p, dims: int = 2) -> list[str]:
@@ -139,85 +135,3 @@ class Gru(_Recurrent):
     name = "gru"
     Params = GruParams
     gates = 3
-
-
-class RecurrentLayer:
-    """``torch.nn.RNN/LSTM/GRU`` with ``batch_first``: parameters ``weight_ih_l{k}[_reverse]``
-    (g·H, F_k), ``weight_hh_l{k}`` (g·H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}``; LSTM gates in the
-    order i, f, g, o, GRU r, z, n. ``(N, T, F) → (N, T, D·H)`` or the last step ``(N, D·H)``.
-
-    Compiled as a compiler would: the input projection of every step is one matmul, and each
-    step's state is a kernel boundary (``contiguous``) so that every step reuses the same kernels."""
-
-    def __init__(self, kind: str, p):
-        self._cfg = (kind, p)
-
-    def _step(self, kind, p, gx, h, c, w_hh, b_hh):
-        gh = h.linear(w_hh.T, b_hh)
-        if kind == "lstm":
-            i, f, g, o = (gx + gh).chunk(4, dim=-1)
-            c = f.sigmoid() * c + i.sigmoid() * g.tanh()
-            h = o.sigmoid() * c.tanh()
-        elif kind == "gru":
-            xr, xz, xn = gx.chunk(3, dim=-1)
-            hr, hz, hn = gh.chunk(3, dim=-1)
-            r, z = (xr + hr).sigmoid(), (xz + hz).sigmoid()
-            n = (xn + r * hn).tanh()
-            h = (1 - z) * n + z * h
-        else:
-            h = (gx + gh).tanh() if p.nonlinearity == "tanh" else (gx + gh).relu()
-        return h, c
-
-    def _scan(self, kind, p, xp, h, c, w_hh, b_hh, reverse):
-        """All steps of one layer and direction as :func:`dlspec.backend.scan.scan`: one compiled
-        step replayed T times, back-propagation through time one step at a time."""
-        from ..backend.scan import scan
-
-        def step(gx, st):
-            h2, c2 = self._step(kind, p, gx, st[0], st[1] if kind == "lstm" else None, w_hh, b_hh)
-            return h2, ((h2, c2) if kind == "lstm" else (h2,))
-
-        init = (h, c) if kind == "lstm" else (h,)
-        return scan(step, xp, [w for w in (w_hh, b_hh) if w is not None], init, reverse=reverse)
-
-    def __call__(self, x):
-        from tinygrad import Tensor
-        from tinygrad.helpers import TRAINING
-
-        from ..backend import scan
-
-        kind, p = self._cfg
-        n, t = x.shape[0], x.shape[1]
-        dirs = 2 if p.bidirectional else 1
-        inp = x
-        last = []
-        for layer_i in range(p.layers):
-            outs = []
-            last = []
-            for d in range(dirs):
-                sfx = f"_l{layer_i}" + ("_reverse" if d else "")
-                w_ih, w_hh = getattr(self, "weight_ih" + sfx), getattr(self, "weight_hh" + sfx)
-                b_ih, b_hh = getattr(self, "bias_ih" + sfx, None), getattr(self, "bias_hh" + sfx, None)
-                xp = inp.linear(w_ih.T, b_ih)  # (N, T, g·H): all steps in one matmul
-                h = Tensor.zeros(n, p.hidden, device=x.device, dtype=x.dtype)
-                c = h if kind == "lstm" else None
-                if scan.ENABLED:
-                    ys_t = self._scan(kind, p, xp, h, c, w_hh, b_hh, reverse=d == 1)
-                    outs.append(ys_t)
-                    last.append(ys_t[:, t - 1] if d == 0 else ys_t[:, 0])
-                    continue
-                ys: list = [None] * t
-                for step in range(t) if d == 0 else reversed(range(t)):
-                    h, c = self._step(kind, p, xp[:, step].contiguous(), h, c, w_hh, b_hh)
-                    h = h.contiguous()
-                    if c is not None:
-                        c = c.contiguous()
-                    ys[step] = h
-                outs.append(Tensor.stack(*ys, dim=1))
-                last.append(h)
-            inp = outs[0] if dirs == 1 else outs[0].cat(outs[1], dim=2)
-            if p.dropout and TRAINING and layer_i < p.layers - 1:
-                inp = inp.dropout(p.dropout)
-        if p.sequences:
-            return inp
-        return last[0] if dirs == 1 else last[0].cat(last[1], dim=1)

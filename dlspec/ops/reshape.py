@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..shapes import ShapeFail, Sym, TensorType, dfloordiv, dmul, elements, need_rank
+from ..dims import ShapeFail, Sym, TensorType, dfloordiv, dmul, elements, need_rank
 from .base import Op, OpParams
 from .types import Dim, Pos, Size
 
@@ -28,10 +28,6 @@ class Flatten(Op):
         if p.start >= x.rank:
             raise ShapeFail(f"{ctx.name()} starts at axis {p.start} but its input {x.show()} has only {x.rank} axes (N included)")
         return TensorType(x.shape[: p.start] + (elements(x.shape[p.start :]),), x.dtype, x.vocab)
-
-    @classmethod
-    def lower(cls, p, ins, out, low, node):
-        return lambda x: x.flatten(p.start)
 
 
 class ReshapeParams(OpParams):
@@ -80,11 +76,6 @@ class Reshape(Op):
             raise ShapeFail(f"{ctx.name()} cannot reshape {x.show()} ({total} values) to {shown} ({known} values)")
         return TensorType((x.shape[0], *dims), x.dtype, x.vocab)
 
-    @classmethod
-    def lower(cls, p, ins, out, low, node):
-        dims = [d if isinstance(d, int) else -1 for d in p.shape]
-        return lambda x: x.reshape(x.shape[0], *dims)
-
 
 class PermuteParams(OpParams):
     op: Literal["permute"] = "permute"
@@ -109,10 +100,6 @@ class Permute(Op):
                 help="axes are counted from 1 without the batch N, as in Keras' Permute",
             )
         return TensorType((x.shape[0], *(x.shape[d] for d in p.dims)), x.dtype, x.vocab)
-
-    @classmethod
-    def lower(cls, p, ins, out, low, node):
-        return lambda x: x.permute(0, *p.dims)
 
 
 class UpsampleParams(OpParams):
@@ -143,19 +130,3 @@ class Upsample(Op):
     @classmethod
     def summary(cls, p: UpsampleParams, dims: int = 2) -> list[str]:
         return ["upsample", f"×{p.scale}", p.mode]
-
-    @classmethod
-    def lower(cls, p, ins, out, low, node):
-        n = ins[0].rank - 2
-        scale = p.scale if isinstance(p.scale, tuple) else (p.scale,) * n
-
-        def up(x):
-            size = tuple(d * s for d, s in zip(x.shape[2:], scale))
-            if p.mode == "nearest":  # repeat each element: PyTorch's 'nearest' for integer scales
-                y = x
-                for ax, s in enumerate(scale, start=2):
-                    y = y.repeat_interleave(s, dim=ax)
-                return y
-            return x.interpolate(size=size, mode="linear", align_corners=False)
-
-        return up

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..shapes import ShapeFail, need_float
+from ..dims import ShapeFail, need_float
 from .base import Op, OpParams
 
 
@@ -28,17 +28,3 @@ class Sample(Op):
         if mu.shape != logvar.shape:
             raise ShapeFail(f"{ctx.name()}: mu {mu.show()} and logvar {logvar.show()} must have the same shape")
         return mu
-
-    @classmethod
-    def lower(cls, p, ins, out, low, node):
-        return sample
-
-
-def sample(mu, logvar):
-    """``mu + exp(logvar/2)·ε`` in training (the phase is read when the graph is built); ``mu`` in eval."""
-    from tinygrad import Tensor
-    from tinygrad.helpers import TRAINING
-
-    if not TRAINING:
-        return mu
-    return mu + (logvar * 0.5).exp() * Tensor.randn(*mu.shape, device=mu.device, dtype=mu.dtype)

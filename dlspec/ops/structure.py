@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ..shapes import N, ShapeFail, Sym, TensorType, dadd, dmul, run_body
+from ..dims import N, ShapeFail, Sym, TensorType, dadd, dmul
 from .base import Op, OpParams
 from .types import Dim, Pos
 
@@ -83,7 +83,7 @@ class Cell(Op):
         seed = {p.step_input: TensorType((x.shape[0], x.shape[2]), x.dtype)}
         for st in p.states:
             seed[st.node] = TensorType((x.shape[0], *(Sym.of(d) if isinstance(d, str) else d for d in st.shape)), x.dtype)
-        costs = run_body(ctx.graph, p.body, ctx.types, seed, ctx)
+        costs = ctx.body(ctx, p.body, seed)
         for st in p.states:
             got, want = ctx.types[st.update], seed[st.node]
             if got.shape != want.shape:
@@ -111,14 +111,6 @@ class Cell(Op):
         return dmul(ins[0].shape[1], per_step)
 
     @classmethod
-    def lower(cls, p: CellParams, ins, out, low, node):
-        from ..backend.tinygrad import Hidden
-
-        body = [low.node(path) for path in p.body]
-        layers = {n.path: low.layer(n.path) for n in body if n.op != "step_in"}
-        return CellLayer(p, Hidden((body, layers)))
-
-    @classmethod
     def summary(cls, p: CellParams, dims: int = 2) -> list[str]:
         return [f"cell {p.cell}", "sequences" if p.sequences else "last"]
 
@@ -140,51 +132,3 @@ class StepIn(Op):
     @classmethod
     def infer(cls, p, ins, ctx):  # seeded by the cell's rule
         raise ShapeFail("a cell's step input is only defined inside the cell")
-
-
-class CellLayer:
-    """A user cell run over time: ``(N, T, F) → (N, T, H)`` or ``(N, H)``. Its step's layers are
-    attributes named after their paths (placed by the backend); states start at zero and each
-    step's new state is a kernel boundary so all steps share compiled kernels."""
-
-    def __init__(self, p: CellParams, body):
-        self._cfg = (p, body)
-
-    def __call__(self, x):
-        from tinygrad import Tensor
-        from tinygrad.helpers import TRAINING
-
-        from ..backend import scan
-
-        p, hidden = self._cfg
-        body, layers = hidden.value
-        n, t = x.shape[0], x.shape[1]
-        init = tuple(Tensor.zeros(n, *st.shape, device=x.device, dtype=x.dtype) for st in p.states)
-
-        def step(x_t, states):
-            vals = {p.step_input: x_t}
-            for st, v in zip(p.states, states):
-                vals[st.node] = v
-            for node in body:
-                if node.op == "step_in":
-                    continue
-                vals[node.path] = layers[node.path](*(vals[i] for i in node.inputs))
-            return vals[p.step_output], tuple(vals[st.update] for st in p.states)
-
-        if scan.ENABLED and not (TRAINING and _random(body)):
-            # one compiled step replayed T times; BPTT one step at a time (dlspec.backend.scan)
-            ys = scan.scan(step, x, scan.parameters_of(list(layers.values())), init)
-            return ys if p.sequences else ys[:, t - 1]
-        # unrolled: random draws (dropout, sampling) or running statistics in the step must not be
-        # recomputed by the step-wise backward
-        states, outs = init, []
-        for i in range(t):
-            y, states = step(x[:, i], states)
-            states = tuple(s.contiguous() for s in states)
-            outs.append(y)
-        return Tensor.stack(*outs, dim=1) if p.sequences else outs[-1]
-
-
-def _random(body) -> bool:
-    """Whether a step draws random numbers or updates running statistics in training."""
-    return any(n.op in ("dropout", "sample", "batchnorm") or getattr(n.params, "dropout", 0) or getattr(n.params, "rate", 0) for n in body)

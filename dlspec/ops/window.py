@@ -3,9 +3,48 @@
 
 from __future__ import annotations
 
-from ..shapes import Dim, ShapeFail, dadd, dceildiv, dfloordiv, dmul, dsub
+from dataclasses import dataclass
+
+from ..dims import Dim, ShapeFail, dadd, dceildiv, dfloordiv, dmul, dsub
 
 AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
+@dataclass(frozen=True)
+class Window:
+    """A windowed layer's geometry, one value per spatial dim, resolved once from its params and
+    its input's shape by the shape pass (``Shapes.windows``): every target and the drawing read
+    it instead of re-deriving ``same`` padding or broadcasting scalars.
+
+    ``pads`` are (before, after) per dim; ``output_padding`` is a transposed convolution's rows
+    added at the end (zeros for other ops)."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    output_padding: tuple[int, ...]
+
+    @property
+    def dims(self) -> int:
+        return len(self.kernel)
+
+    def effective(self) -> tuple[int, ...]:
+        """The dilated kernel, ``d·(k − 1) + 1`` per dim."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
+
+    def padded(self) -> bool:
+        return any(a or b for a, b in self.pads)
+
+
+def resolve(kernel, stride, dilation, padding, sizes: tuple[Dim, ...], op: str, output_padding=0) -> Window:
+    """The :class:`Window` of a layer over input spatial ``sizes``."""
+    n = len(sizes)
+    k = per_dim(kernel, n, "kernel", op)
+    s = per_dim(stride, n, "stride", op)
+    d = per_dim(dilation, n, "dilation", op)
+    pairs = tuple((a, b) for a, b in pads(padding, n, k, d, s, sizes, op))
+    return Window(tuple(k), tuple(s), tuple(d), pairs, tuple(per_dim(output_padding, n, "output_padding", op)))
 
 
 def per_dim(value, n: int, what: str, op: str) -> tuple:

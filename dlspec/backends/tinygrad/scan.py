@@ -28,6 +28,8 @@ from typing import Callable, Iterator, Sequence
 
 from tinygrad import Tensor, function
 
+from .tree import Hidden
+
 #: Set to False to build the old unrolled graph instead (for comparisons and debugging).
 ENABLED = True
 
@@ -84,7 +86,7 @@ def _dedup(params: Sequence[Tensor]) -> list[Tensor]:
 
 def parameters_of(*objs) -> list[Tensor]:
     """Every trainable float tensor reachable from ``objs`` (layer attributes, lists, dicts, and
-    the references a :class:`~dlspec.backend.tinygrad.Hidden` holds, such as a tied weight's
+    the references a :class:`~dlspec.backends.tinygrad.tree.Hidden` holds, such as a tied weight's
     owner): what a step function built from these layers may read."""
     out: list[Tensor] = []
     seen: set[int] = set()
@@ -102,7 +104,7 @@ def parameters_of(*objs) -> list[Tensor]:
         elif isinstance(o, dict):
             for v in o.values():
                 walk(v, depth + 1)
-        elif type(o).__name__ == "Hidden":
+        elif isinstance(o, Hidden):
             walk(o.value, depth + 1)
         elif hasattr(o, "__dict__") and not isinstance(o, type):
             for v in vars(o).values():

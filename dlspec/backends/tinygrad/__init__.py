@@ -10,7 +10,6 @@ runtime shape verification and weights files.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,11 +20,14 @@ from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 from tinygrad.helpers import TRAINING
 from tinygrad.nn.state import get_state_dict, inverse_safe_dtypes
 
-from .. import ops, weightfile
-from ..errors import BackendError, Diagnostic, UsageError, suggest
-from ..ir import Graph, Node
-from ..runfiles import atomic_write
-from ..shapes import Shapes, TensorType, dvalue
+from ... import ops, state, weightfile
+from ...errors import BackendError, Diagnostic, UsageError, suggest
+from ...ir import Graph, Node
+from ...runfiles import atomic_write
+from ...shapes import Shapes, TensorType, dvalue
+from .. import unsupported
+from .layers import TRANSFORMS
+from .tree import Container, Hidden
 
 DTYPES = {
     "float32": dtypes.float32,
@@ -36,67 +38,26 @@ DTYPES = {
     "bool": dtypes.bool,
 }
 
-# ---- initialisers (PyTorch's defaults) ------------------------------------------------------
-
-
-class _Init:
-    """The seeded host generator all initialisers draw from while a model is built, so that a
-    build needs no kernels and gives the same weights on every device."""
-
-    rng = np.random.default_rng(0)
-
-
-def uniform(shape: tuple[int, ...], bound: float) -> Tensor:
-    """U(−bound, bound), as ``torch.nn.init.uniform_``."""
-    return Tensor(_Init.rng.uniform(-bound, bound, size=shape).astype(np.float32))
-
-
-def normal(shape: tuple[int, ...], std: float = 1.0) -> Tensor:
-    """N(0, std²), as ``torch.nn.init.normal_``."""
-    return Tensor((_Init.rng.standard_normal(size=shape) * std).astype(np.float32))
-
-
-def fan_in_uniform(shape: tuple[int, ...], fan_in: int) -> Tensor:
-    """PyTorch's default for Linear/Conv weights and biases: U(−1/√fan_in, 1/√fan_in)
-    (``kaiming_uniform_(a=√5)`` reduces to this)."""
-    return uniform(shape, 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0)
-
-
-def xavier_uniform(shape: tuple[int, int]) -> Tensor:
-    fan_out, fan_in = shape
-    return uniform(shape, math.sqrt(6.0 / (fan_in + fan_out)))
-
 
 def buffer(t: Tensor) -> Tensor:
     """A non-trainable tensor (running statistics)."""
     return t.is_param_(False) if hasattr(t, "is_param_") else t
 
 
-class Hidden:
-    """Holds a reference that ``get_state_dict`` must not walk (a tied weight's owner,
-    the graph). No ``__dict__``, not a container."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any):
-        self.value = value
-
-
-class Container:
-    """A level of the layer tree (``layer2``, ``layer2.0``)."""
-
-
 # ---- lowering context --------------------------------------------------------------------------
 
 
 class Lowering:
-    """What an op's ``lower`` may use: the graph, the static types, the layers built so far."""
+    """What a lowering in :data:`~dlspec.backends.tinygrad.layers.TRANSFORMS` may use: the graph,
+    the static types and windows, the node's initial tensors, the layers built so far."""
 
-    def __init__(self, graph: Graph, shapes: Shapes):
+    def __init__(self, graph: Graph, shapes: Shapes, init: dict[str, np.ndarray]):
         self.graph = graph
         self.shapes = shapes
         self.index = {n.path: n for n in graph.nodes}
         self.layers: dict[str, Any] = {}
+        self.entries = state.entries(graph, shapes)
+        self.init = init
 
     def types_in(self, node: Node) -> list[TensorType]:
         return [self.shapes.types[i] for i in node.inputs]
@@ -107,13 +68,30 @@ class Lowering:
     def node(self, path: str) -> Node:
         return self.index[path]
 
+    def window(self, node: Node):
+        return self.shapes.windows.get(node.path)
+
+    def arrays(self, node: Node) -> dict[str, Tensor]:
+        """The node's initial tensors by slot name (buffers not trainable)."""
+        out = {}
+        for slot in ops.get(node.op).state(node.params, self.types_in(node)):
+            a = self.init[f"{node.path}.{slot.name}"]
+            if slot.init[0] == "full":  # as tinygrad's own layers make them: a 0-d array would be a constant, not a buffer
+                t = Tensor.full(slot.shape, slot.init[1], dtype=DTYPES[slot.dtype])
+            else:
+                t = Tensor(a)
+            out[slot.name] = buffer(t) if slot.buffer else t
+        return out
+
     def build(self, node: Node) -> Any:
         """The callable for ``node`` (a new layer, or the owner's when weights are shared)."""
         if node.shares is not None:
             layer = self.layers[node.shares]
         else:
-            op = ops.get(node.op)
-            layer = op.lower(node.params, self.types_in(node), self.shapes.types.get(node.path), self, node)
+            lower = TRANSFORMS.get(node.op)
+            if lower is None:
+                raise unsupported("tinygrad", node)
+            layer = lower(node, node.params, self.types_in(node), self.shapes.types.get(node.path), self)
         self.layers[node.path] = layer
         return layer
 
@@ -416,10 +394,18 @@ def build(graph: Graph, shapes: Shapes, device: str | None = None, seed: int = 0
     if dtype != "float32":
         _check_dtype(dev, dtype)
     net = Net(graph, shapes, dev, dtype)
-    low = Lowering(graph, shapes)
     with Context(DEV=dev) if device is not None else _null():
         Tensor.manual_seed(seed)  # dropout and sampling at run time
-        _Init.rng = np.random.default_rng(seed)
+        try:
+            low = Lowering(graph, shapes, state.initial(graph, shapes, seed))
+        except MemoryError:
+            total = sum(c.params + c.buffers for c in shapes.costs.values())
+            raise BackendError(
+                Diagnostic(
+                    f"not enough memory to build {graph.name}: {total:,} values ({total * 4 / 2**30:.1f} GiB as float32)",
+                    graph.span,
+                )
+            ) from None
         for node in graph.nodes:
             if node.op in ("input", "step_in"):
                 continue
@@ -533,7 +519,7 @@ def verify(net: Net, batch: int = 2, seq: dict[str, int] | None = None, run: boo
 
 
 def _names(d) -> set[str]:
-    from ..shapes import free_names
+    from ...shapes import free_names
 
     return free_names(d)
 
@@ -654,56 +640,18 @@ def load_weights(net: Net, path: str | Path, name_map: dict[str, str] | str | Pa
     mismatches reported together); nothing is assigned unless all is well.
 
     ``name_map``: ``{"file prefix or key": "spec prefix or key"}`` (or a path to a text file
-    with ``file_name  spec_name`` lines) applied as prefix rewrites, longest first."""
-    sd = read_arrays(path)
-    run = all(k.startswith(("model.", "optim.")) for k in sd) and any(k.startswith("optim.") for k in sd)
-    if run and any(k.startswith("model.") for k in sd):  # a dlspec run's checkpoint: the model, not the optimizer
-        sd = {k[len("model.") :]: v for k, v in sd.items() if k.startswith("model.")}
-    load_state(net, sd, str(path), name_map, strict)
+    with ``file_name  spec_name`` lines) applied as prefix rewrites, longest first. A dlspec
+    run's checkpoint is unwrapped to its model (:func:`dlspec.state.read`)."""
+    load_state(net, state.read(path), str(path), name_map, strict)
 
 
 def load_state(
     net: Net, sd: dict[str, Tensor | np.ndarray], source: str, name_map: dict[str, str] | str | Path | None = None, strict: bool = True
 ) -> None:
     """:func:`load_weights` on a state dict already read (``source`` names it in errors); values are
-    tensors or NumPy arrays, cast to the model's dtypes."""
-    rules = _read_map(name_map)
-    renamed: dict[str, Tensor] = {}
-    sources: dict[str, list[str]] = {}
-    for k, v in sd.items():
-        new_key = _rename(k, rules)
-        renamed[new_key] = v
-        sources.setdefault(new_key, []).append(k)
-    clashes = {k: v for k, v in sources.items() if len(v) > 1}
-    if clashes:
-        shown = "; ".join(f"{', '.join(v)} → {k}" for k, v in list(clashes.items())[:10])
-        raise BackendError(f"{source}: the name map gives several of the file's tensors the same name ({shown}); nothing was loaded")
+    tensors or NumPy arrays, cast to the model's dtypes. The keys are checked by :func:`dlspec.state.fit`."""
     mine = net.state_dict()
-    missing = [k for k in mine if k not in renamed]
-    unexpected = [k for k in renamed if k not in mine]
-    mismatched = [
-        (k, tuple(renamed[k].shape), tuple(mine[k].shape)) for k in mine if k in renamed and tuple(renamed[k].shape) != tuple(mine[k].shape)
-    ]
-    if not strict:
-        missing = []
-        unexpected = []
-    if missing or unexpected or mismatched:
-        lines = []
-        if missing:
-            lines.append(
-                f"missing in {Path(source).name} ({len(missing)}): "
-                + ", ".join(f"{k} {tuple(mine[k].shape)}" for k in missing[:20])
-                + (" …" if len(missing) > 20 else "")
-            )
-        if unexpected:
-            lines.append(
-                f"unexpected ({len(unexpected)}): "
-                + ", ".join(f"{k} {tuple(renamed[k].shape)}" for k in unexpected[:20])
-                + (" …" if len(unexpected) > 20 else "")
-            )
-        if mismatched:
-            lines.append("shape mismatches: " + ", ".join(f"{k} file {a} vs model {b}" for k, a, b in mismatched[:20]))
-        raise BackendError(f"{source}: weights do not fit model {net.graph.name}; nothing was loaded\n  " + "\n  ".join(lines))
+    renamed = state.fit(sd, {k: tuple(t.shape) for k, t in mine.items()}, source, net.graph.name, name_map, strict)
     new = {}
     for k, t in mine.items():
         if k in renamed:
@@ -717,36 +665,3 @@ def load_state(
         mine[k].assign(v)
     Tensor.realize(*mine.values())
     net._meta.value["jits"].clear()  # compiled steps captured the old buffers' values
-
-
-def _read_map(name_map) -> list[tuple[str, str]]:
-    if name_map is None:
-        return []
-    if not isinstance(name_map, (str, Path, dict)):
-        raise UsageError(f"name_map must be a dict {{'file name': 'spec name'}} or a file's path, got {type(name_map).__name__}")
-    if isinstance(name_map, (str, Path)):
-        p = Path(name_map)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as e:
-            raise UsageError(f"cannot read name map {p}: {e}") from None
-        pairs = {}
-        for i, line in enumerate(text.splitlines(), 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            parts = line.split()
-            if len(parts) != 2:
-                raise UsageError(f"{p}:{i}: a name-map line is 'FILE_NAME SPEC_NAME', got {line!r}")
-            pairs[parts[0]] = parts[1]
-        name_map = pairs
-    return sorted(name_map.items(), key=lambda kv: -len(kv[0]))
-
-
-def _rename(key: str, rules: list[tuple[str, str]]) -> str:
-    for src, dst in rules:
-        if key == src:
-            return dst
-        if key.startswith(src + ".") or (src.endswith(".") and key.startswith(src)):
-            return dst.rstrip(".") + "." + key[len(src.rstrip(".")) + 1 :] if dst else key[len(src.rstrip(".")) + 1 :]
-    return key

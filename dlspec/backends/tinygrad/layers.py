@@ -1,0 +1,593 @@
+"""The tinygrad target's table: op name → lowering, and the layer classes they build.
+
+A lowering is ``fn(node, p, ins, out, low) → callable``: ``p`` the node's params, ``ins``/``out``
+its static types, ``low`` the :class:`~dlspec.backends.tinygrad.Lowering` (the node's initial
+tensors by slot name — :func:`dlspec.state.initial`, the one naming contract — its resolved
+window, the layers built so far). Layers keep their tensors as attributes named after the
+state-dict slots, so ``get_state_dict`` gives the spec's keys (``layer1.0.conv1.weight``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from tinygrad import Tensor, nn
+from tinygrad.helpers import TRAINING
+
+from ...errors import BackendError, Diagnostic, UsageError
+from ...ops.pad import pairs as pad_pairs
+from ...ops.window import Window, window_out
+from .tree import Hidden
+
+# ---- activations and elementwise functions ---------------------------------------------------
+
+
+def _elu(x, alpha: float):
+    """As PyTorch, gradient included: ``alpha`` at exactly 0 (tinygrad's ``elu`` gives 0 there).
+    The exp sees only the non-positive part, so a large x never overflows into the gradient."""
+    neg = (x > 0).where(0, x)
+    return (x > 0).where(x, alpha * (neg.exp() - 1))
+
+
+def _step(x, p):
+    hard = (x > p.threshold).cast(x.dtype)
+    return x + (hard - x).detach()  # forward: the step; backward: identity (straight-through)
+
+
+def _maxout(x, p):
+    c = x.shape[1]
+    return x.reshape(x.shape[0], c // p.pieces, p.pieces, *x.shape[2:]).max(axis=2)
+
+
+FUNCTIONS: dict[str, Callable[[Any, Any], Any]] = {
+    "linear": lambda x, p: x,
+    "identity": lambda x, p: x,
+    "sigmoid": lambda x, p: x.sigmoid(),
+    "tanh": lambda x, p: x.tanh(),
+    "relu": lambda x, p: x.relu(),
+    "silu": lambda x, p: x.silu(),
+    "abs": lambda x, p: x.abs(),
+    "exp": lambda x, p: x.exp(),
+    "log": lambda x, p: x.log(),
+    "sqrt": lambda x, p: x.sqrt(),
+    "neg": lambda x, p: -x,
+    "step": _step,
+    "softmax": lambda x, p: x.softmax(axis=p.axis),
+    "log_softmax": lambda x, p: x.log_softmax(axis=p.axis),
+    "maxout": _maxout,
+    "elu": lambda x, p: _elu(x, p.alpha),
+    "leaky_relu": lambda x, p: (x > 0).where(x, p.slope * x),
+    "gelu": lambda x, p: 0.5 * x * (1 + (x * 0.7071067811865476).erf()) if p.approximate == "none" else x.gelu(),
+    "softplus": lambda x, p: x.softplus(beta=p.beta),
+}
+
+
+def _function(node, p, ins, out, low):
+    fn = FUNCTIONS[node.op]
+    return lambda x: fn(x, p)
+
+
+class PreluLayer:
+    """``x if x > 0 else a·x`` with ``weight`` a (1 or C,) as PyTorch's PReLU (slope ``a`` at 0)."""
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def __call__(self, x):
+        a = self.weight if self.weight.shape[0] == 1 or x.ndim < 2 else self.weight.reshape(1, -1, *([1] * (x.ndim - 2)))
+        return (x > 0).where(x, a * x)
+
+
+# ---- convolution and pooling ------------------------------------------------------------------
+
+
+class ConvLayer:
+    """``(N, C_in, *S) → (N, filters, *S')`` with ``weight`` (filters, C_in/groups, *kernel)."""
+
+    def __init__(self, weight, bias, window: Window, groups: int):
+        self.weight = weight
+        if bias is not None:
+            self.bias = bias
+        self._cfg = (window, groups)
+
+    def __call__(self, x):
+        w, g = self._cfg
+        if w.padded():
+            x = x.pad(((0, 0), (0, 0), *w.pads))
+        return x.conv2d(self.weight, getattr(self, "bias", None), groups=g, stride=w.stride, dilation=w.dilation, padding=0)
+
+
+class DeconvLayer:
+    """``(N, C_in, *S) → (N, filters, *S')``, weight (C_in, filters/groups, *kernel) as PyTorch."""
+
+    def __init__(self, weight, bias, window: Window, groups: int):
+        self.weight = weight
+        if bias is not None:
+            self.bias = bias
+        self._cfg = (window, groups)
+
+    def __call__(self, x):
+        w, groups = self._cfg
+        y = x.conv_transpose2d(self.weight, None, groups=groups, stride=w.stride, dilation=w.dilation, padding=0)
+        # crop the padding (asymmetric allowed) and add output_padding rows at the end
+        slices, extra = [], []
+        for size, (pb, pa), op in zip(y.shape[2:], w.pads, w.output_padding):
+            end = size - pa + op
+            slices.append((pb, min(end, size)))
+            extra.append((0, max(0, end - size)))
+        y = y.shrink(((0, y.shape[0]), (0, y.shape[1]), *slices))
+        if any(e for _, e in extra):
+            y = y.pad(((0, 0), (0, 0), *extra))
+        if hasattr(self, "bias"):
+            y = y + self.bias.reshape(1, -1, *([1] * w.dims))
+        return y
+
+
+class PoolLayer:
+    """Max/avg pooling over the last ``n`` axes (PyTorch's arithmetic; padding is −∞ for max)."""
+
+    def __init__(self, p, n: int, window: Window | None):
+        self._cfg = (p, n, window)
+
+    def __call__(self, x):
+        p, n, w = self._cfg
+        axes = tuple(range(2, 2 + n))
+        if p.scope == "global":
+            return x.max(axis=axes, keepdim=True) if p.kind == "max" else x.mean(axis=axes, keepdim=True)
+        if p.scope == "adaptive":
+            size = p.size if isinstance(p.size, tuple) else (p.size,) * n
+            k = tuple(s_in // s_out for s_in, s_out in zip(x.shape[2:], size))
+            return x.max_pool2d(kernel_size=k, stride=k) if p.kind == "max" else x.avg_pool2d(kernel_size=k, stride=k)
+        k, s, d, pairs = w.kernel, w.stride, w.dilation, w.pads
+        if p.ceil:
+            # PyTorch's ceil mode: extra windows may hang over the right edge (not counted for avg);
+            # computed from the runtime size (a symbolic length has no static overhang)
+            extra = []
+            for size, kk, ss, dd, (pb, pa) in zip(x.shape[2:], k, s, d, pairs):
+                o = window_out(size, kk, ss, dd, pb, pa, True)
+                extra.append(max(0, (o - 1) * ss + dd * (kk - 1) + 1 - (size + pb + pa)))
+        else:
+            extra = [0] * n
+        full = [(pb, pa + e) for (pb, pa), e in zip(pairs, extra)]
+        if p.kind == "max":
+            if any(a or b for a, b in full):
+                x = x.pad(((0, 0), (0, 0), *full), value=float("-inf"))
+            return x.max_pool2d(kernel_size=k, stride=s, dilation=d)
+        # average: divide by the window's size counting padding (count_include_pad) but never the ceil overhang
+        include_pad = p.count_include_pad if p.count_include_pad is not None else p.padding != "same"
+        xp = x.pad(((0, 0), (0, 0), *full)) if any(a or b for a, b in full) else x
+        total = xp.avg_pool2d(kernel_size=k, stride=s, dilation=d)
+        if not any(extra) and (include_pad or not w.padded()):
+            return total
+        ones = Tensor.ones(1, 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+        if include_pad:
+            ones = ones.pad(((0, 0), (0, 0), *pairs), value=1.0)
+            ones = ones.pad(((0, 0), (0, 0), *[(0, e) for e in extra]))
+        else:
+            ones = ones.pad(((0, 0), (0, 0), *full))
+        kprod = 1
+        for kk in k:
+            kprod *= kk
+        counts = ones.avg_pool2d(kernel_size=k, stride=s, dilation=d) * kprod
+        return total * kprod / counts
+
+
+# ---- dense, embeddings, normalisation ------------------------------------------------------------
+
+
+class DenseLayer:
+    """``(N, *, F_in) → (N, *, units)``: ``x Wᵀ + b`` with ``weight`` (units, F_in) as PyTorch's Linear.
+    A tied layer holds no weight of its own: it uses its embedding's (vocab, dim) weight."""
+
+    def __init__(self, weight, bias, tied=None):
+        if tied is not None:
+            self.tied = tied  # a Hidden holding the embedding layer: not walked by get_state_dict
+        else:
+            self.weight = weight
+        if bias is not None:
+            self.bias = bias
+
+    def __call__(self, x):
+        w = self.tied.value.weight if hasattr(self, "tied") else self.weight
+        return x.linear(w.T, getattr(self, "bias", None))
+
+
+class EmbeddingLayer:
+    """``(N, *) int → (N, *, dim)``: rows of ``weight`` (vocab, dim)."""
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def __call__(self, idx):
+        vocab, dim = self.weight.shape
+        big = (*idx.shape, vocab, dim)  # a fused select-and-sum: nothing of this size is materialised
+        rows = Tensor.arange(vocab, dtype=idx.dtype).to(idx.device).reshape(vocab, 1).expand(big)  # arange takes no device
+        return (rows == idx.reshape(*idx.shape, 1, 1).expand(big)).where(self.weight.expand(big), 0).sum(-2)
+
+
+class PosEmbedLayer:
+    """``(N, T, D) → (N, T, D)``: adds ``weight[:T]`` (length, D)."""
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def __call__(self, x):
+        if x.shape[1] > self.weight.shape[0]:
+            raise UsageError(f"posembed encodes at most {self.weight.shape[0]} positions but the sequence has {x.shape[1]}")
+        return x + self.weight[: x.shape[1]]
+
+
+class CountingBatchNorm(nn.BatchNorm):
+    """tinygrad's BatchNorm rebinds ``num_batches_tracked`` (``+= 1``) instead of updating it in
+    place, so a TinyJit-replayed training step never counted; this one assigns. It refuses a
+    training batch with one value per channel (the unbiased variance would divide by 0)."""
+
+    def __init__(self, node, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._node = (node,)
+
+    def __call__(self, x):
+        if TRAINING and x.numel() <= x.shape[1]:
+            (node,) = self._node
+            raise BackendError(
+                Diagnostic(
+                    f"batchnorm '{node.path}' needs more than 1 value per channel when training, got input of shape {tuple(x.shape)}",
+                    node.span,
+                    help="train with a batch of 2 or more samples (or evaluate in the eval phase)",
+                )
+            )
+        counter = self.num_batches_tracked
+        out = super().__call__(x)
+        if self.num_batches_tracked is not counter:
+            counter.assign(self.num_batches_tracked)
+            self.num_batches_tracked = counter
+        return out
+
+
+def _adopt(layer, arrays: dict[str, Tensor]):
+    """Give a tinygrad ``nn`` layer the initial tensors of its slots (the values it would have
+    chosen itself: ones, zeros), keeping the buffers non-trainable."""
+    for name, t in arrays.items():
+        old = getattr(layer, name, None)
+        if old is not None and hasattr(old, "requires_grad") and old.requires_grad is False:
+            t.requires_grad = False
+        setattr(layer, name, t)
+    return layer
+
+
+# ---- attention and recurrences -------------------------------------------------------------------
+
+
+class _Linear:
+    def __init__(self, weight, bias=None):
+        self.weight = weight
+        if bias is not None:
+            self.bias = bias
+
+
+class AttentionLayer:
+    """``torch.nn.MultiheadAttention`` (batch first): ``in_proj_weight`` (3D, D) = [W_q; W_k; W_v],
+    ``in_proj_bias`` (3D), ``out_proj.weight`` (D, D), ``out_proj.bias`` (D).
+    ``(N, T_q, D)[, (N, T_k, D)][, mask] → (N, T_q, D)``."""
+
+    def __init__(self, p):
+        self._p = (p,)
+
+    def __call__(self, q, *rest):
+        (p,) = self._p
+        mask = rest[-1] if p.mask else None
+        kv = rest[0] if len(rest) - (1 if p.mask else 0) == 1 else q
+        n, tq, d = q.shape
+        tk = kv.shape[1]
+        h = p.heads
+        wq, wk, wv = self.in_proj_weight.chunk(3, dim=0)
+        bq = bk = bv = None
+        if hasattr(self, "in_proj_bias"):
+            bq, bk, bv = self.in_proj_bias.chunk(3, dim=0)
+
+        def heads(x, w, b, t):
+            return x.linear(w.T, b).reshape(n, t, h, d // h).transpose(1, 2)
+
+        qh, kh, vh = heads(q, wq, bq, tq), heads(kv, wk, bk, tk), heads(kv, wv, bv, tk)
+        keep = None
+        if p.causal:
+            # query i sees keys 0..i (PyTorch's scaled_dot_product_attention(is_causal=True), top-left aligned)
+            keep = Tensor.ones(tq, tk, device=q.device, dtype="bool").tril(0)
+        seen = None
+        if mask is not None:
+            m = mask.cast("bool").reshape(n, *([1] * (4 - mask.ndim)), *mask.shape[1:])
+            keep = m if keep is None else keep & m
+            # a query with every key masked: output 0 as PyTorch's scaled_dot_product_attention,
+            # not the NaN of a softmax over −∞ alone (which would spread to the loss and gradients)
+            seen = keep.any(-1, keepdim=True)
+            keep = keep | seen.logical_not()
+        att = qh.scaled_dot_product_attention(kh, vh, attn_mask=keep, dropout_p=p.dropout if TRAINING else 0.0)
+        if seen is not None:
+            att = seen.where(att, 0)
+        y = att.transpose(1, 2).reshape(n, tq, d)
+        return y.linear(self.out_proj.weight.T, getattr(self.out_proj, "bias", None))
+
+
+class RecurrentLayer:
+    """``torch.nn.RNN/LSTM/GRU`` with ``batch_first``: parameters ``weight_ih_l{k}[_reverse]``
+    (g·H, F_k), ``weight_hh_l{k}`` (g·H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}``; LSTM gates in the
+    order i, f, g, o, GRU r, z, n. ``(N, T, F) → (N, T, D·H)`` or the last step ``(N, D·H)``.
+
+    Compiled as a compiler would: the input projection of every step is one matmul, and each
+    step's state is a kernel boundary (``contiguous``) so that every step reuses the same kernels."""
+
+    def __init__(self, kind: str, p):
+        self._cfg = (kind, p)
+
+    def _step(self, kind, p, gx, h, c, w_hh, b_hh):
+        gh = h.linear(w_hh.T, b_hh)
+        if kind == "lstm":
+            i, f, g, o = (gx + gh).chunk(4, dim=-1)
+            c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+            h = o.sigmoid() * c.tanh()
+        elif kind == "gru":
+            xr, xz, xn = gx.chunk(3, dim=-1)
+            hr, hz, hn = gh.chunk(3, dim=-1)
+            r, z = (xr + hr).sigmoid(), (xz + hz).sigmoid()
+            n = (xn + r * hn).tanh()
+            h = (1 - z) * n + z * h
+        else:
+            h = (gx + gh).tanh() if p.nonlinearity == "tanh" else (gx + gh).relu()
+        return h, c
+
+    def _scan(self, kind, p, xp, h, c, w_hh, b_hh, reverse):
+        """All steps of one layer and direction as :func:`dlspec.backends.tinygrad.scan.scan`: one
+        compiled step replayed T times, back-propagation through time one step at a time."""
+        from .scan import scan
+
+        def step(gx, st):
+            h2, c2 = self._step(kind, p, gx, st[0], st[1] if kind == "lstm" else None, w_hh, b_hh)
+            return h2, ((h2, c2) if kind == "lstm" else (h2,))
+
+        init = (h, c) if kind == "lstm" else (h,)
+        return scan(step, xp, [w for w in (w_hh, b_hh) if w is not None], init, reverse=reverse)
+
+    def __call__(self, x):
+        from . import scan
+
+        kind, p = self._cfg
+        n, t = x.shape[0], x.shape[1]
+        dirs = 2 if p.bidirectional else 1
+        inp = x
+        last = []
+        for layer_i in range(p.layers):
+            outs = []
+            last = []
+            for d in range(dirs):
+                sfx = f"_l{layer_i}" + ("_reverse" if d else "")
+                w_ih, w_hh = getattr(self, "weight_ih" + sfx), getattr(self, "weight_hh" + sfx)
+                b_ih, b_hh = getattr(self, "bias_ih" + sfx, None), getattr(self, "bias_hh" + sfx, None)
+                xp = inp.linear(w_ih.T, b_ih)  # (N, T, g·H): all steps in one matmul
+                h = Tensor.zeros(n, p.hidden, device=x.device, dtype=x.dtype)
+                c = h if kind == "lstm" else None
+                if scan.ENABLED:
+                    ys_t = self._scan(kind, p, xp, h, c, w_hh, b_hh, reverse=d == 1)
+                    outs.append(ys_t)
+                    last.append(ys_t[:, t - 1] if d == 0 else ys_t[:, 0])
+                    continue
+                ys: list = [None] * t
+                for step in range(t) if d == 0 else reversed(range(t)):
+                    h, c = self._step(kind, p, xp[:, step].contiguous(), h, c, w_hh, b_hh)
+                    h = h.contiguous()
+                    if c is not None:
+                        c = c.contiguous()
+                    ys[step] = h
+                outs.append(Tensor.stack(*ys, dim=1))
+                last.append(h)
+            inp = outs[0] if dirs == 1 else outs[0].cat(outs[1], dim=2)
+            if p.dropout and TRAINING and layer_i < p.layers - 1:
+                inp = inp.dropout(p.dropout)
+        if p.sequences:
+            return inp
+        return last[0] if dirs == 1 else last[0].cat(last[1], dim=1)
+
+
+class CellLayer:
+    """A user cell run over time: ``(N, T, F) → (N, T, H)`` or ``(N, H)``. Its step's layers are
+    attributes named after their paths (placed by the backend); states start at zero and each
+    step's new state is a kernel boundary so all steps share compiled kernels."""
+
+    def __init__(self, p, body):
+        self._cfg = (p, body)
+
+    def __call__(self, x):
+        from . import scan
+
+        p, hidden = self._cfg
+        body, layers = hidden.value
+        n, t = x.shape[0], x.shape[1]
+        init = tuple(Tensor.zeros(n, *st.shape, device=x.device, dtype=x.dtype) for st in p.states)
+
+        def step(x_t, states):
+            vals = {p.step_input: x_t}
+            for st, v in zip(p.states, states):
+                vals[st.node] = v
+            for node in body:
+                if node.op == "step_in":
+                    continue
+                vals[node.path] = layers[node.path](*(vals[i] for i in node.inputs))
+            return vals[p.step_output], tuple(vals[st.update] for st in p.states)
+
+        if scan.ENABLED and not (TRAINING and _random(body)):
+            # one compiled step replayed T times; BPTT one step at a time (dlspec.backends.tinygrad.scan)
+            ys = scan.scan(step, x, scan.parameters_of(list(layers.values())), init)
+            return ys if p.sequences else ys[:, t - 1]
+        # unrolled: random draws (dropout, sampling) or running statistics in the step must not be
+        # recomputed by the step-wise backward
+        states, outs = init, []
+        for i in range(t):
+            y, states = step(x[:, i], states)
+            states = tuple(s.contiguous() for s in states)
+            outs.append(y)
+        return Tensor.stack(*outs, dim=1) if p.sequences else outs[-1]
+
+
+def _random(body) -> bool:
+    """Whether a step draws random numbers or updates running statistics in training."""
+    return any(n.op in ("dropout", "sample", "batchnorm") or getattr(n.params, "dropout", 0) or getattr(n.params, "rate", 0) for n in body)
+
+
+# ---- merges, shape ops, sampling ---------------------------------------------------------------
+
+
+def _add(*xs):
+    y = xs[0]
+    for x in xs[1:]:
+        y = y + x
+    return y
+
+
+def _mul(*xs):
+    y = xs[0]
+    for x in xs[1:]:
+        y = y * x
+    return y
+
+
+def _arith(node, p, ins, out, low):
+    def arith(*xs):
+        it = iter(xs)
+        a = p.left if p.left is not None else next(it)
+        b = p.right if p.right is not None else next(it)
+        if p.fn == "add":
+            return a + b
+        if p.fn == "sub":
+            return a - b
+        if p.fn == "mul":
+            return a * b
+        if p.fn == "div":
+            return a / b
+        return a**b
+
+    return arith
+
+
+def _pad(node, p, ins, out, low):
+    pairs = pad_pairs(p, ins[0].rank)
+    if p.mode == "constant":
+        return lambda t: t.pad(pairs, value=p.value)
+    return lambda t: t.pad(pairs, mode=p.mode)
+
+
+def _upsample(node, p, ins, out, low):
+    n = ins[0].rank - 2
+    scale = p.scale if isinstance(p.scale, tuple) else (p.scale,) * n
+
+    def up(x):
+        size = tuple(d * s for d, s in zip(x.shape[2:], scale))
+        if p.mode == "nearest":  # repeat each element: PyTorch's 'nearest' for integer scales
+            y = x
+            for ax, s in enumerate(scale, start=2):
+                y = y.repeat_interleave(s, dim=ax)
+            return y
+        return x.interpolate(size=size, mode="linear", align_corners=False)
+
+    return up
+
+
+def sample(mu, logvar):
+    """``mu + exp(logvar/2)·ε`` in training (the phase is read when the graph is built); ``mu`` in eval."""
+    if not TRAINING:
+        return mu
+    return mu + (logvar * 0.5).exp() * Tensor.randn(*mu.shape, device=mu.device, dtype=mu.dtype)
+
+
+def _reshape(node, p, ins, out, low):
+    dims = [d if isinstance(d, int) else -1 for d in p.shape]
+    return lambda x: x.reshape(x.shape[0], *dims)
+
+
+# ---- the table ----------------------------------------------------------------------------------
+
+
+def _conv(node, p, ins, out, low):
+    a = low.arrays(node)
+    return ConvLayer(a["weight"], a.get("bias"), low.window(node), p.groups)
+
+
+def _deconv(node, p, ins, out, low):
+    a = low.arrays(node)
+    return DeconvLayer(a["weight"], a.get("bias"), low.window(node), p.groups)
+
+
+def _dense(node, p, ins, out, low):
+    a = low.arrays(node)
+    tied = Hidden(low.layer(p.tied)) if p.tied else None
+    return DenseLayer(a.get("weight"), a.get("bias"), tied)
+
+
+def _batchnorm(node, p, ins, out, low):
+    bn = CountingBatchNorm(node, ins[0].shape[1], eps=p.eps, affine=p.affine, track_running_stats=True, momentum=p.momentum)
+    return _adopt(bn, low.arrays(node))
+
+
+def _layernorm(node, p, ins, out, low):
+    return _adopt(nn.LayerNorm(ins[0].shape[-1], eps=p.eps, elementwise_affine=p.affine), low.arrays(node))
+
+
+def _groupnorm(node, p, ins, out, low):
+    return _adopt(nn.GroupNorm(p.groups, ins[0].shape[1], eps=p.eps, affine=p.affine), low.arrays(node))
+
+
+def _attention(node, p, ins, out, low):
+    a = low.arrays(node)
+    layer = AttentionLayer(p)
+    layer.in_proj_weight = a["in_proj_weight"]
+    layer.out_proj = _Linear(a["out_proj.weight"], a.get("out_proj.bias"))
+    if "in_proj_bias" in a:
+        layer.in_proj_bias = a["in_proj_bias"]
+    return layer
+
+
+def _recurrent(node, p, ins, out, low):
+    layer = RecurrentLayer(node.op, p)
+    for name, t in low.arrays(node).items():
+        setattr(layer, name, t)
+    return layer
+
+
+def _cell(node, p, ins, out, low):
+    body = [low.node(path) for path in p.body]
+    layers = {n.path: low.layer(n.path) for n in body if n.op != "step_in"}
+    return CellLayer(p, Hidden((body, layers)))
+
+
+def _fixed(fn: Callable) -> Callable:
+    """A lowering for an op whose callable needs nothing from the node."""
+    return lambda node, p, ins, out, low: fn
+
+
+TRANSFORMS: dict[str, Callable] = {
+    **{name: _function for name in FUNCTIONS},
+    "prelu": lambda node, p, ins, out, low: PreluLayer(low.arrays(node)["weight"]),
+    "conv": _conv,
+    "deconv": _deconv,
+    "pool": lambda node, p, ins, out, low: PoolLayer(p, ins[0].rank - 2, low.window(node)),
+    "dense": _dense,
+    "dropout": lambda node, p, ins, out, low: lambda x: x.dropout(p.rate),
+    "embedding": lambda node, p, ins, out, low: EmbeddingLayer(low.arrays(node)["weight"]),
+    "posembed": lambda node, p, ins, out, low: PosEmbedLayer(low.arrays(node)["weight"]),
+    "batchnorm": _batchnorm,
+    "layernorm": _layernorm,
+    "groupnorm": _groupnorm,
+    "attention": _attention,
+    "rnn": _recurrent,
+    "lstm": _recurrent,
+    "gru": _recurrent,
+    "cell": _cell,
+    "concat": lambda node, p, ins, out, low: lambda *xs: Tensor.cat(*xs, dim=p.axis) if len(xs) > 1 else xs[0],
+    "add": _fixed(_add),
+    "multiply": _fixed(_mul),
+    "arith": _arith,
+    "pad": _pad,
+    "flatten": lambda node, p, ins, out, low: lambda x: x.flatten(p.start),
+    "reshape": _reshape,
+    "permute": lambda node, p, ins, out, low: lambda x: x.permute(0, *p.dims),
+    "upsample": _upsample,
+    "sample": _fixed(sample),
+}
