@@ -117,7 +117,29 @@ class Ternary(Node):
     orelse: "Expr"
 
 
-Expr = Num | Str | Bool | Name | ListE | TupleE | Paren | Call | Apply | BinOp | UnOp | BoolOp | Not | Ternary
+@dataclass(frozen=True)
+class SliceE(Node):
+    """``start:stop:step`` inside a subscript; each part may be omitted (None)."""
+
+    start: "Expr | None"
+    stop: "Expr | None"
+    step: "Expr | None"
+
+
+@dataclass(frozen=True)
+class EllipsisE(Node):
+    """``...`` inside a subscript: as many ``:`` as the tensor's rank needs."""
+
+
+@dataclass(frozen=True)
+class Index(Node):
+    """``x[:, 0]``, ``cfg[i][0]``: a subscript of a tensor, a list or a tuple."""
+
+    value: "Expr"
+    items: tuple["Expr | SliceE | EllipsisE", ...]
+
+
+Expr = Num | Str | Bool | Name | ListE | TupleE | Paren | Call | Apply | BinOp | UnOp | BoolOp | Not | Ternary | Index
 
 
 @dataclass(frozen=True)
@@ -154,11 +176,30 @@ class OutputStmt(Node):
 
 
 @dataclass(frozen=True)
-class AssignStmt(Node):
+class ParamStmt(Node):
+    """``param NAME: [d1, …] init …``: a learned tensor of the block or model."""
+
     name: str
     name_span: Span
-    chain: Chain
+    shape: ListE
+    groups: tuple[tuple[Expr, ...], ...]
+
+
+@dataclass(frozen=True)
+class AssignStmt(Node):
+    """``NAME = chain``; ``a, b = chain`` (``more`` holds the names after the first);
+    ``h = repeat 3 { … }`` (``compound`` instead of ``chain``)."""
+
+    name: str
+    name_span: Span
+    chain: Chain | None
     gate: bool = False
+    more: tuple[tuple[str, Span], ...] = ()
+    compound: "CompoundStmt | None" = None
+
+    @property
+    def targets(self) -> tuple[tuple[str, Span], ...]:
+        return ((self.name, self.name_span), *self.more)
 
 
 @dataclass(frozen=True)
@@ -190,7 +231,7 @@ class CompoundStmt(Node):
     parts: tuple[Part, ...]
 
 
-Stmt = InputStmt | StateStmt | OutputStmt | AssignStmt | ChainStmt | IfStmt | CompoundStmt
+Stmt = InputStmt | ParamStmt | StateStmt | OutputStmt | AssignStmt | ChainStmt | IfStmt | CompoundStmt
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,12 @@ def _compile_args(p) -> None:
     p.add_argument("--model", help="the model to compile (default: every model of the file)")
     p.add_argument("--depth", type=_natural, default=None, help="collapse block calls nested deeper than this into one row")
     p.add_argument("--batch", type=_positive, default=None, help="batch size for the training memory estimate and --verify (default 2)")
-    p.add_argument("--optimizer", default=None, help="optimizer for the training memory estimate (default: the spec's, else adam)")
+    from .registry import OPTIMIZERS
+
+    states = [*OPTIMIZERS, *(f"{n}+momentum" for n, e in OPTIMIZERS.items() if e.momentum_state)]
+    p.add_argument(
+        "--optimizer", default=None, choices=states, help="optimizer for the training memory estimate (default: the spec's, else adam)"
+    )
     p.add_argument(
         "--seq", type=_seq, action="append", default=[], metavar="T=LEN", help="bind a symbolic dim (e.g. T=128) for MACs and memory"
     )
@@ -172,9 +177,11 @@ def _spec_optimizer(prog, model: str) -> str | None:
     try:
         for t in prog.trains():
             if model in t.models.values():
+                from .registry import OPTIMIZERS
+
                 opt = t.get("optimizer")
-                if opt == "sgd" and t.options("optimizer").get("momentum"):
-                    return "sgd+momentum"
+                if opt in OPTIMIZERS and OPTIMIZERS[opt].momentum_state and t.options("optimizer").get("momentum"):
+                    return f"{opt}+momentum"  # its momentum buffer is more state (dlspec.report.OPTIMIZER_STATE)
                 return opt
     except Exception:  # noqa: BLE001 - a bad train section is reported by `check`, not here
         return None
@@ -238,28 +245,56 @@ def _draw(args) -> int:
     return 0
 
 
+def _export_args(p) -> None:
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--model", help="the model to export (default: the file's only or first model)")
+    p.add_argument("--to", required=True, metavar="TARGET", help="onnx (an ONNX model) or pytorch (a standalone PyTorch module)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write (written whole or not at all)")
+    p.add_argument("--weights", metavar="W", help="a safetensors or PyTorch state dict, or a run's checkpoint (default: the seeded init)")
+    p.add_argument("--name-map", dest="name_map", metavar="FILE", help="'FILE_NAME SPEC_NAME' lines renaming the weights' keys")
+    p.add_argument("--seed", type=_natural, default=0, help="seed of the initial weights when no --weights (default 0)")
+    p.add_argument("--batch", type=_positive, default=None, help="a fixed batch size instead of the dynamic axis N")
+    p.add_argument(
+        "--seq", type=_seq, action="append", default=[], metavar="T=LEN", help="fix a symbolic dim (e.g. T=128) instead of a dynamic axis"
+    )
+
+
+def _export(args) -> int:
+    from . import load
+
+    prog = load(Path(args.file))
+    fixed = dict(args.seq)
+    if args.batch is not None:
+        fixed["N"] = args.batch
+    out = prog.export(args.model, args.to, args.output, weights=args.weights, name_map=args.name_map, seed=args.seed, fixed=fixed)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def _train_args(p) -> None:
+    from . import registry
+
     p.add_argument("file", metavar="FILE", nargs="?", help="the spec (optional with --resume)")
     p.add_argument("--model", help="the model to train (default: the spec's train section's)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where it stopped")
     p.add_argument("--out", default="runs", metavar="DIR", help="where run directories go (default: runs/)")
     g = p.add_argument_group("overrides of the spec's train section")
-    g.add_argument("--data", help="data set: shapes, sequences, mnist, fashion_mnist, cifar10, cifar100")
+    g.add_argument("--data", help="data set: " + ", ".join(n for n, e in registry.DATASETS.items() if e.source != "unavailable"))
     g.add_argument("--data-dir", dest="data_dir", help="directory with the data set's files")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch", type=int)
     g.add_argument("--lr", type=_finite)
-    g.add_argument("--optimizer", choices=["sgd", "rmsprop", "adagrad", "ftrl", "adam", "adamw"])
-    g.add_argument("--schedule", choices=["constant", "step", "multistep", "exponential", "cosine", "warmup", "poly"])
+    g.add_argument("--optimizer", choices=registry.OPTIMIZERS.names())
+    g.add_argument("--schedule", choices=registry.SCHEDULES.names())
     g.add_argument("--weight-decay", dest="weight_decay", type=_finite)
-    g.add_argument("--loss", choices=["cross_entropy", "nll", "bce", "bce_logits", "mse", "l1", "huber"])
+    g.add_argument("--loss", choices=registry.LOSSES.names())
     g.add_argument("--clip", type=_finite, help="clip gradients to this global norm")
     g.add_argument("--val-split", dest="val_split", type=_finite, help="fraction of the training data held out for validation")
     g.add_argument("--limit", type=int, help="use only the first N training samples (quick runs)")
     g.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many optimizer steps")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="tinygrad device: CPU, CUDA, NV, METAL, AMD, … (default: tinygrad's choice)")
-    g.add_argument("--episodes", type=int, help="episodes to train ('train dqn' only)")
+    g.add_argument("--episodes", type=int, help="episodes to train ('train dqn' only; with --resume, as --epochs: train further)")
     p.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
 
@@ -294,7 +329,10 @@ def _train(args) -> int:
         if args.file and not Path(args.file).is_file():
             raise UsageError(f"no such file: {args.file}")
         if args.file and file_digest(Path(args.file)) != file_digest(run_dir / "spec.dl"):
-            raise UsageError(f"{run_dir} was trained from another spec than {args.file}; resume it without FILE, or start a new run")
+            raise UsageError(
+                f"{run_dir} was trained from another spec than {args.file} (sha256 {file_digest(run_dir / 'spec.dl')} of its spec.dl, "
+                f"{file_digest(Path(args.file))} of {args.file}); resume it without FILE, or start a new run"
+            )
         fresh = start_over(run_dir)  # no checkpoint yet: the run trains from its start, in this directory
         from .objectives import resume_objective
 
@@ -390,7 +428,7 @@ def _eval(args) -> int:
         cfg = RunConfig(**{**cfg.model_dump(), **overrides})
     except Exception as e:  # noqa: BLE001 - pydantic names the field
         raise UsageError(f"bad evaluation settings: {e}") from None
-    trainer = Trainer(prog, cfg, Path("."), lambda m: None)
+    trainer = Trainer(prog, cfg, Path("."), lambda m: print(m, file=sys.stderr))  # its log: the tuned-kernels line
     trainer.normalization = _normalization(meta)  # the normalisation the weights were trained with
     trainer.load_data()
     trainer.build()
@@ -469,12 +507,57 @@ def _serve(args) -> int:
     return run(args)
 
 
+def _bench_args(p) -> None:
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--model", help="the model to measure (default: the train section's, else the file's)")
+    p.add_argument("--batch", type=_positive, default=None, help="batch size (default: the train section's; needed without one)")
+    p.add_argument(
+        "--seq", type=_seq, action="append", default=[], metavar="T=LEN", help="fix a symbolic input size (e.g. T=32); needed for each one"
+    )
+    p.add_argument("--steps", type=_positive, default=30, help="timed steps after the warm-up (default 30)")
+    p.add_argument("--device", default=None, help="tinygrad device (default: the train section's, else tinygrad's choice)")
+    p.add_argument("--against", choices=["torch"], help="also measure the PyTorch export (eager; same weights, optimizer, threads)")
+    p.add_argument("--untuned", action="store_true", help="measure tinygrad's default kernels even where dlspec tune found faster ones")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def _bench(args) -> int:
+    from .benchmark import bench_command
+
+    return bench_command(args)
+
+
+def _tune_args(p) -> None:
+    from .tuning import DEFAULT_BUDGET
+
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--model", help="the model to tune (default: the train section's, else the file's)")
+    p.add_argument("--batch", type=_positive, default=None, help="batch size (default: the train section's; needed without one)")
+    p.add_argument(
+        "--seq", type=_seq, action="append", default=[], metavar="T=LEN", help="fix a symbolic input size (e.g. T=32); needed for each one"
+    )
+    p.add_argument("--beam", type=_positive, default=2, metavar="K", help="BEAM width: candidates kept per search round (default 2)")
+    p.add_argument(
+        "--budget", type=_finite, default=DEFAULT_BUDGET, metavar="SECONDS", help=f"seconds of search at most (default {DEFAULT_BUDGET:g})"
+    )
+    p.add_argument("--device", default=None, help="tinygrad device (default: the train section's, else tinygrad's choice)")
+
+
+def _tune(args) -> int:
+    from .tuning import tune_command
+
+    return tune_command(args)
+
+
 COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("compile", "infer shapes and report params, MACs and memory per layer", _compile_args, _compile),
     ("train", "train a model on a data set (the spec's train section, with overrides)", _train_args, _train),
     ("eval", "evaluate trained weights on a data set", _eval_args, _eval),
     ("sample", "write a PNG grid of images generated by a trained GAN generator or VAE decoder", _sample_args, _sample),
+    ("export", "export a model to ONNX or to a standalone PyTorch module, with its weights", _export_args, _export),
     ("draw", "draw a model as a Graphviz diagram (svg, png, pdf or dot) with shapes, blocks and costs", _draw_args, _draw),
     ("lsp", "run the language server (LSP over stdio) for editors: diagnostics, shapes inline, hover, completion", _lsp_args, _lsp),
     ("serve", "serve a live preview page (diagram, report, diagnostics) that follows the files as they are saved", _serve_args, _serve),
+    ("bench", "measure a model's training step: first step cold and warm, steady step, memory; --against torch", _bench_args, _bench),
+    ("tune", "search faster kernels for a model's training and evaluation steps (tinygrad BEAM); later runs use them", _tune_args, _tune),
 ]

@@ -40,6 +40,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .errors import DataError, Diagnostic, suggest
+from .registry import DATASETS
 from .runfiles import fsync_dir
 
 # --------------------------------------------------------------------------- data sets
@@ -72,21 +73,13 @@ class Dataset:
         return f"Dataset({self.name!r}, split={self.split!r}, n={len(self)}, sample_shape={self.sample_shape}, classes={self.classes})"
 
 
-GENERATED = ("shapes", "sequences")
-REAL = ("mnist", "fashion_mnist", "cifar10", "cifar100")
-_ALIASES = {
-    "fashion-mnist": "fashion_mnist",
-    "fashionmnist": "fashion_mnist",
-    "fmnist": "fashion_mnist",
-    "cifar-10": "cifar10",
-    "cifar_10": "cifar10",
-    "cifar-100": "cifar100",
-    "cifar_100": "cifar100",
-}
-_NOT_BUILT_IN = {
-    "imagenet": "ImageNet is not downloadable automatically (it needs a licence and ~150 GB)",
-    "tiny_shakespeare": "the character-level text sets are not built in yet",
-}
+#: the data sets load() makes (built in) or reads (standard files): :data:`dlspec.registry.DATASETS`
+GENERATED = tuple(n for n, e in DATASETS.items() if e.source == "built-in")
+REAL = tuple(n for n, e in DATASETS.items() if e.source == "files")
+_ALIASES = {a: n for n, e in DATASETS.items() for a in e.aliases}
+_NOT_BUILT_IN = {n: e.why_not for n, e in DATASETS.items() if e.source == "unavailable"}
+if set(GENERATED) != {"shapes", "sequences"} or set(REAL) != {"mnist", "fashion_mnist", "cifar10", "cifar100"}:  # pragma: no cover
+    raise ImportError("dlspec.data loads shapes, sequences, mnist, fashion_mnist, cifar10 and cifar100; the registry names others")
 
 #: per-channel (mean, std) over the training images, the constants everyone uses
 STANDARD_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -208,7 +201,7 @@ def _load_shapes(split: str, limit: int | None, opts: dict) -> Dataset:
         n = int(limit)
     classes = _int_option(opts, "classes", len(SHAPE_NAMES), 2, len(SHAPE_NAMES), "the number of shape kinds")
     seed = _int_option(opts, "seed", 0, 0, 2**63 - 1, "which data set is drawn")
-    _no_more_options("shapes", opts, ("length", "limit", "classes", "seed"))
+    _no_more_options("shapes", opts, ("limit", *DATASETS["shapes"].options))
     x, y = make_shapes(n, classes=classes, seed=seed, split=split)
     return Dataset("shapes", x, y, classes, split=split, labels=SHAPE_NAMES[:classes])
 
@@ -306,7 +299,7 @@ def _load_sequences(split: str, limit: int | None, opts: dict) -> Dataset:
     classes = _int_option(opts, "classes", 3, 2, max(2, steps // 4), "the number of generators")
     features = _int_option(opts, "features", 16, 1, 4096, "the features per step")
     seed = _int_option(opts, "seed", 0, 0, 2**63 - 1, "which data set is drawn")
-    _no_more_options("sequences", opts, ("length", "limit", "classes", "features", "seed"))
+    _no_more_options("sequences", opts, ("limit", *DATASETS["sequences"].options))
     n = int(limit) if limit is not None else SEQUENCES_DEFAULT_LENGTH[split]
     x, y = make_sequences(n, steps=steps, features=features, classes=classes, seed=seed, split=split)
     return Dataset("sequences", x, y, classes, split=split, labels=tuple(f"frequency {f:g}" for f in sequence_frequencies(steps, classes)))

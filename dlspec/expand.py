@@ -140,6 +140,13 @@ class Expander:
         self.layers = 0
         self.iterations = 0
         self.block_calls = 0
+        self.warnings: list[Diagnostic] = []
+        self.typer: _Typer | None = None  # the static types so far, made at the first shape query
+        #: a cell's step inputs: step_in path → ("x", the cell input's path) or ("state", dims)
+        self.step_seeds: dict[str, tuple] = {}
+        #: the span of the split that `a, b = split(…)` (or `h = split(…)`) evaluates, and the names
+        #: its pieces take (or the one name their paths start with)
+        self.piece_names: tuple[Span, tuple[str, ...] | str] | None = None
 
     # ---- entry --------------------------------------------------------------
 
@@ -160,7 +167,7 @@ class Expander:
         outs = self.outputs(scope, defn)
         if self.diags:
             raise ResolveError(self.diags)
-        return Graph(
+        graph = Graph(
             name=defn.name,
             file=defn.span.file,
             args={k: _plain(v) for k, v in args.items()},
@@ -169,6 +176,10 @@ class Expander:
             nodes=_resolve_ties(self.nodes),
             span=defn.span,
         )
+        # the expander's warnings travel with the graph (not a field: the IR's JSON is unchanged);
+        # the shape pass reports them first, with its own
+        object.__setattr__(graph, "_expand_warnings", tuple(self.warnings))
+        return graph
 
     def outputs(self, scope: Scope, defn: A.Def) -> tuple[Output, ...]:
         if scope.outputs:
@@ -184,6 +195,17 @@ class Expander:
         if isinstance(scope.current, tuple) and all(isinstance(t, Tensor) for t in scope.current):
             return tuple(Output(name=f"output{i}", node=t.path) for i, t in enumerate(scope.current))
         return ()
+
+    def warn(self, message: str, span: Span, scope: Scope, help: str | None = None) -> None:
+        """A warning at ``span`` (once per place and message), with the block calls that lead there."""
+        if any(w.span == span and w.message == message for w in self.warnings):
+            return
+        notes = [
+            Note(f"in {fr.block}({', '.join(f'{k}={v}' for k, v in fr.args.items())}) called at {fr.span}", fr.span)
+            for fr in reversed(scope.stack)
+        ]
+        if len(self.warnings) < 200:
+            self.warnings.append(Diagnostic(message, span, severity="warning", help=help, notes=notes))
 
     def report(self, f: Fail) -> None:
         key = (f.diag.span, f.diag.message)
@@ -231,6 +253,12 @@ class Expander:
             scope.current = self.chain(st.chain, scope)
         elif isinstance(st, A.AssignStmt):
             self.assign(st, scope)
+        elif isinstance(st, A.ParamStmt):
+            try:
+                self.param(st, scope)
+            except (Fail, _Silent):
+                scope.names.setdefault(st.name, POISON)
+                raise
         elif isinstance(st, (A.InputStmt, A.StateStmt)):
             try:
                 (self.input if isinstance(st, A.InputStmt) else self.state)(st, scope)
@@ -254,23 +282,117 @@ class Expander:
     def assign(self, st: A.AssignStmt, scope: Scope) -> None:
         if st.gate and scope.cell is None:
             raise Fail("'gate' is only meaningful inside a cell", st.span, help="remove 'gate', or move this into a 'cell'")
-        stages = st.chain.stages
-        # `tower = Encoder()`: an instance, applied later with tower(x)
-        if len(stages) == 1 and isinstance(stages[0], A.Call) and stages[0].func in self.defs and stages[0].func not in scope.names:
-            call = self.eval(stages[0], scope)
-            if isinstance(call, BlockCall) and call.defn.kind != "cell":
-                scope.names[st.name] = Instance(call=call, var=st.name)
-                return
-        try:
-            value = self.chain(st.chain, scope, name=st.name)
-        except (Fail, _Silent):
-            scope.names[st.name] = POISON
-            raise
+        targets = st.targets
+        seen: dict[str, Span] = {}
+        for name, span in targets:
+            if name in seen:
+                raise Fail(f"'{name}' appears twice on the left of '='", span, notes=[Note("first here", seen[name])])
+            seen[name] = span
+        if st.compound is not None:  # `h = repeat 3 { … }`: the compound statement's result
+            try:
+                self.compound(st.compound, scope)
+                value = scope.current
+                if value is None:
+                    raise Fail(f"'{st.compound.parts[0].word}' gives no tensor to bind", st.compound.span)
+                if value is POISON:
+                    raise _Silent()
+            except (Fail, _Silent):
+                for name, _ in targets:
+                    scope.names[name] = POISON
+                raise
+        else:
+            stages = st.chain.stages
+            applied = None
+            # `tower = Encoder()`: an instance, applied later with tower(x)
+            if (
+                len(targets) == 1
+                and len(stages) == 1
+                and isinstance(stages[0], A.Call)
+                and stages[0].func in self.defs
+                and stages[0].func not in scope.names
+            ):
+                try:
+                    call = self.eval(stages[0], scope)
+                except (Fail, _Silent):
+                    scope.names[st.name] = POISON
+                    raise
+                if isinstance(call, BlockCall) and call.defn.kind != "cell":
+                    scope.names[st.name] = Instance(call=call, var=st.name)
+                    return
+                if not isinstance(call, BlockCall):  # `h = Encoder(x)`: applied already
+                    applied = (call,)
+            self.piece_names = (stages[-1].span, tuple(n for n, _ in targets) if len(targets) > 1 else st.name)
+            try:
+                value = applied[0] if applied else self.chain(st.chain, scope, name=st.name if len(targets) == 1 else None, values_ok=True)
+            except (Fail, _Silent):
+                for name, _ in targets:
+                    scope.names[name] = POISON
+                raise
+            finally:
+                self.piece_names = None
+        if len(targets) > 1:
+            self.unpack(value, st, scope)
+            return
+        if _is_value(value):  # `w = int(planes * (base_width / 64)) * groups`: a number, not a tensor
+            scope.names[st.name] = value
+            return
         self.name_tensor(value, st.name, gate=st.gate)
         if scope.states is not None and st.name in scope.states:
             scope.states[st.name] = value
         scope.names[st.name] = value
         scope.current = value
+
+    def unpack(self, value: Any, st: A.AssignStmt, scope: Scope) -> None:
+        """``a, b = …``: one name per tensor (or value) of a tuple; the count must match."""
+        targets = st.targets
+        names = ", ".join(n for n, _ in targets)
+        if isinstance(value, tuple):
+            items = value
+        elif isinstance(value, (Tensor, LayerV, BlockCall, Instance)) or _is_value(value):
+            items = (value,)
+        else:  # pragma: no cover - every value is one of the above
+            raise Fail(f"cannot unpack {_show_value(value)}", st.span)
+        if len(items) != len(targets):
+            kind = "tensor" if all(isinstance(v, Tensor) for v in items) else "value"
+            got = f"{len(items)} {kind}{'s' * (len(items) != 1)}" if isinstance(value, tuple) else f"one {kind}, {_show_value(value)}"
+            for name, _ in targets:
+                scope.names[name] = POISON
+            raise Fail(
+                f"{len(targets)} names ({names}) but the right-hand side gives {got}",
+                st.span,
+                help=f"write as many names as it gives ({len(items)})" if isinstance(value, tuple) else "a single tensor binds to one name",
+            )
+        for (name, _span), v in zip(targets, items):
+            if isinstance(v, (LayerV, BlockCall, Instance)):
+                raise Fail(f"'{name}' would be {_show_value(v)}, not a tensor or a value", st.span)
+            scope.names[name] = v
+            if scope.states is not None and name in scope.states:
+                scope.states[name] = v
+        if _is_tensorish(value):
+            scope.current = value
+
+    def param(self, st: A.ParamStmt, scope: Scope) -> None:
+        """``param NAME: [d1, …] init …``: a learned tensor, named by its path; the chain goes on
+        from the tensor before it."""
+        dims = []
+        for k, d in enumerate(st.shape.items, start=1):
+            if isinstance(d, A.Name) and d.id not in scope.names:
+                raise Fail(
+                    f"param '{st.name}' dimension {k} is '{d.id}', not a number: a learned tensor has a fixed shape",
+                    d.span,
+                    help="give the size as a number or a parameter of the block",
+                )
+            v = self.value(d, scope)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise Fail(f"param '{st.name}' dimension {k} must be a positive whole number, got {_show(v)}", d.span)
+            dims.append(v)
+        if not dims:
+            raise Fail(f"param '{st.name}' needs a shape", st.shape.span, help=f"write 'param {st.name}: [64] init zeros'")
+        op = ops.get("param")
+        kw = self.bind_settings([a for g in st.groups for a in g], scope, op, fixed={"shape": tuple(dims)})
+        params = self.build_params(op, kw, {}, st.span)
+        t = self.emit(scope, "param", params, (), st.span, name=st.name, explicit=True, tensor=st.name)
+        scope.names[st.name] = t
 
     def input(self, st: A.InputStmt, scope: Scope) -> None:
         if scope.cell is not None:
@@ -309,6 +431,7 @@ class Expander:
         dims = tuple(self.dim(d, scope) for d in st.shape.items)
         params = ops.get("step_in").Params(role=st.name)
         t = self.emit(scope, "step_in", params, (), st.span, name=f"{st.name}_prev", explicit=True, tensor=st.name)
+        self.step_seeds[t.path] = ("state", dims)
         scope.names[st.name] = t
         scope.states[st.name] = t
         scope.__dict__.setdefault("state_decls", []).append((st.name, dims, t.path, st.span))
@@ -323,16 +446,29 @@ class Expander:
 
     def output(self, st: A.OutputStmt, scope: Scope) -> None:
         if st.chain is not None:
+            self.new_output(scope, st.names[0], st.name_spans[0])
             value = self.chain(st.chain, scope, name=st.names[0])
             self.name_tensor(value, st.names[0])
             scope.names[st.names[0]] = value
             scope.current = value
-            scope.outputs.append((st.names[0], value, st.span))
+            scope.outputs.append((st.names[0], value, st.name_spans[0]))
             return
         for name, span in zip(st.names, st.name_spans):
             if name not in scope.names:
                 raise Fail(f"unknown tensor '{name}'{suggest(name, self.tensor_names(scope))}", span)
+            self.new_output(scope, name, span)
             scope.outputs.append((name, scope.names[name], span))
+
+    def new_output(self, scope: Scope, name: str, span: Span) -> None:
+        """Fail when ``name`` is already an output of this model or block."""
+        first = next((sp for n, _, sp in scope.outputs if n == name), None)
+        if first is not None:
+            raise Fail(
+                f"output '{name}' is declared twice",
+                span,
+                notes=[Note("first declared here", first)],
+                help="give every output its own name",
+            )
 
     def name_tensor(self, value: Any, name: str, gate: bool = False) -> None:
         """``s = a + b``, ``d = abs(…)``: the node just made for a statement carries its tensor name
@@ -509,7 +645,13 @@ class Expander:
             if isinstance(v, (Tensor, Instance)) and k not in scope.names or isinstance(scope.names.get(k), Tensor):
                 if isinstance(v, (Tensor, Instance)):
                     scope.names[k] = v
-        scope.outputs.extend(sub.outputs)
+        for name, v, span in sub.outputs:
+            try:
+                self.new_output(scope, name, span)
+            except Fail as f:
+                self.report(f)
+                continue
+            scope.outputs.append((name, v, span))
 
     def sub_body(self, body: A.Body, scope: Scope, prefix: str, inp: Any, scope_name: bool = False) -> Any:
         sub = scope.child(prefix, current=inp, states=scope.states)
@@ -532,13 +674,18 @@ class Expander:
 
     # ---- chains and application -------------------------------------------------
 
-    def chain(self, chain: A.Chain, scope: Scope, name: str | None = None) -> Any:
+    def chain(self, chain: A.Chain, scope: Scope, name: str | None = None, values_ok: bool = False) -> Any:
+        """The chain's result; with ``values_ok``, a chain that is one plain value (``w = c * 2``) is that value."""
         stages = list(chain.stages)
         first = self.eval(stages[0], scope)
+        written = False  # a tuple written here, `(a, b) -> dense`: its concatenation is intended
+        if values_ok and len(stages) == 1 and _is_value(first):
+            return first
         if _is_tensorish(first):
             value = first
             stages = stages[1:]
             appl = []
+            written = isinstance(_unparen(chain.stages[0]), A.TupleE)
         else:
             try:
                 value = self.need_current(scope, stages[0].span, _stage_word(stages[0]))
@@ -562,31 +709,45 @@ class Expander:
         n_layers = len(appl)
         for v, s in zip(appl, stages):
             nm = name if (n_layers == 1 and name is not None) else None
-            value = self.apply(v, value, scope, s.span, name_hint=nm, tensor=name if v is appl[-1] else None)
+            value = self.apply(v, value, scope, s.span, name_hint=nm, tensor=name if v is appl[-1] else None, written=written)
+            written = False
         return value
 
-    def apply(self, fn: Any, inp: Any, scope: Scope, span: Span, name_hint: str | None = None, tensor: str | None = None) -> Any:
+    def apply(
+        self, fn: Any, inp: Any, scope: Scope, span: Span, name_hint: str | None = None, tensor: str | None = None, written: bool = False
+    ) -> Any:
         if inp is POISON or fn is POISON:
             raise _Silent()
         if isinstance(fn, LayerV):
-            return self.apply_op(fn, inp, scope, name_hint, tensor)
+            return self.apply_op(fn, inp, scope, name_hint, tensor, written=written)
         if isinstance(fn, BlockCall):
             return self.expand_call(fn, inp, scope, fn.name or name_hint, span)
         if isinstance(fn, Instance):
             return self.call_instance(fn, inp, scope, span)
         raise Fail(f"{_show_value(fn)} is not a layer", span)
 
-    def apply_op(self, lv: LayerV, inp: Any, scope: Scope, name_hint: str | None, tensor: str | None) -> Tensor:
+    def apply_op(self, lv: LayerV, inp: Any, scope: Scope, name_hint: str | None, tensor: str | None, written: bool = True) -> Any:
         inputs = list(_flat([inp], lv.span))
         op = lv.op
         lo, hi = op.arity
         if hi == 1 and len(inputs) > 1:
+            if not written:  # several tensors from a block's outputs, a split, a tuple bound earlier
+                shown = ", ".join(f"'{t.path}'" for t in inputs[:4]) + (", …" if len(inputs) > 4 else "")
+                self.warn(
+                    f"{op.name} takes one tensor but is given {len(inputs)} ({shown}); they are concatenated on axis {op.concat_axis}",
+                    lv.span,
+                    scope,
+                    help=f"write the concatenation, 'concat(…, axis = {op.concat_axis}) -> {op.name}', or take the tensors apart: 'a, b = …'",
+                )
             cat = ops.get("concat").Params(axis=op.concat_axis)
             inputs = [self.emit(scope, "concat", cat, tuple(inputs), lv.span)]
         if len(inputs) < lo:
             raise Fail(f"{op.name} needs {lo} inputs, got {len(inputs)}", lv.span, help="give them as a tuple: '(a, b) -> " + op.name + "'")
         if hi is not None and len(inputs) > hi:
             raise Fail(f"{op.name} takes at most {hi} inputs, got {len(inputs)}", lv.span)
+        pieces = op.pieces(lv.params) if hasattr(op, "pieces") else None
+        if pieces is not None:  # `split`, `chunk`: one node per piece, a tuple of them
+            return self.pieces(lv, pieces, tuple(inputs), scope, name_hint)
         return self.emit(
             scope,
             op.name,
@@ -597,6 +758,33 @@ class Expander:
             explicit=lv.name is not None,
             tensor=tensor,
         )
+
+    def pieces(self, lv: LayerV, count: int, inputs: tuple, scope: Scope, name_hint: str | None) -> tuple[Tensor, ...]:
+        """The nodes of a split: named after the names of ``a, b = split(…)``, else ``split1.0``, ``split1.1``…"""
+        if self.layers + count > MAX_LAYERS:  # checked before anything of that size is made
+            raise Fail(f"{lv.op.name} into {count:,} pieces would pass the limit of {MAX_LAYERS:,} layers in a model", lv.span)
+        names = None
+        if self.piece_names is not None and self.piece_names[0] == lv.span:
+            given = self.piece_names[1]
+            if isinstance(given, str):
+                name_hint = name_hint or given  # `halves = chunk(x, 3)`: halves.0, halves.1, halves.2
+            elif len(given) == count:
+                names = given
+            self.piece_names = None
+        tensors: list[str | None] = list(names) if names else [None] * count
+        if names is None:
+            base = lv.name or name_hint
+            if base is None:
+                base = scope.auto(lv.op.name)
+            elif base in scope.used:
+                raise Fail(f"name '{base}' is already used in this scope", lv.span, notes=[Note("first used here", scope.used[base])])
+            scope.used[base] = lv.span
+            names = tuple(f"{base}.{i}" for i in range(count))
+        outs = []
+        for i, (name, tensor) in enumerate(zip(names, tensors)):
+            params = lv.params.model_copy(update={"piece": i})
+            outs.append(self.emit(scope, lv.op.name, params, inputs + lv.extra, lv.span, name=name, tensor=tensor))
+        return tuple(outs)
 
     def emit(
         self,
@@ -771,6 +959,7 @@ class Expander:
         sub = Scope(prefix=path + ".", names=dict(args), stack=scope.stack + (frame,), cell=path, states={})
         first = len(self.nodes)
         x = self.emit(sub, "step_in", ops.get("step_in").Params(role="x"), (), defn.name_span, name="x", explicit=True, tensor="x")
+        self.step_seeds[x.path] = ("x", inp.path if isinstance(inp, Tensor) else None)
         sub.names["x"] = x
         sub.current = x
         self.calls.append(defn.name)
@@ -844,6 +1033,8 @@ class Expander:
             return self.call(e, scope)
         if isinstance(e, A.Apply):
             return self.application(e, scope)
+        if isinstance(e, A.Index):
+            return self.subscript(e, scope)
         if isinstance(e, A.BinOp):
             return self.binop(e, scope)
         if isinstance(e, A.UnOp):
@@ -907,51 +1098,201 @@ class Expander:
                 raise _Silent()
             raise Fail(f"'{f}' is {_show_value(target)}, it cannot be called", e.func_span)
         if f in self.defs:
-            defn = self.defs[f]
-            args = tuple(self.value(a, scope) for a in e.args)
-            kwargs: dict[str, Any] = {}
-            spans: dict[str, Span] = {}
-            for kw in e.kwargs:
-                if defn.kind == "cell" and kw.name in RESERVED_CELL_KWARGS and kw.name not in [p.name for p in defn.params or ()]:
-                    kwargs["__sequences"] = self.truth(kw.value, scope)
-                    continue
-                if kw.name in kwargs:
-                    raise Fail(f"argument '{kw.name}' is given twice", kw.span)
-                kwargs[kw.name] = self.value(kw.value, scope)
-                spans[kw.name] = kw.span
-            seq = kwargs.pop("__sequences", True)
-            bc = BlockCall(defn, args, kwargs, spans, None, e.span, sequences=seq)
-            return bc
+            bc, inp = self.block_call(e, scope)
+            return bc if inp is None else self.apply(bc, inp, scope, e.span)  # `Encoder(x)`: applied to x
+        if f in SHAPE_QUERIES:
+            return self.shape_query(e, scope)
         if f in ops.CATALOGUE and f not in ops.INTERNAL:
             op = ops.get(f)
             tensors, others = [], []
             for a in e.args:
                 v = self.eval(a, scope)
+                if v is POISON:
+                    raise _Silent()
                 (tensors if _is_tensorish(v) else others).append((v, a))
+            if not tensors and not e.kwargs and f in BUILTINS:  # `max(a, b)` of numbers: the function
+                return self.builtin(e, [v for v, _ in others])
             lv = self.layer(op, tuple(a for _, a in others), scope, e.span, kwargs=e.kwargs)
+            if op.arity[1] == 0:  # `zeros([4, 4])`, `arange(8)`: a tensor made here, from no input
+                if tensors:
+                    raise Fail(f"{f} takes no tensor, got {_show_value(tensors[0][0])}", tensors[0][1].span)
+                return self.emit(scope, op.name, lv.params, lv.extra, e.span, name=lv.name, explicit=lv.name is not None)
             if not tensors:
                 return lv
             inp = tensors[0][0] if len(tensors) == 1 else tuple(t for t, _ in tensors)
             return self.apply_op(lv, inp, scope, None, None)
         if f in BUILTINS:
-            args = [self.value(a, scope) for a in e.args]
-            if e.kwargs:
-                raise Fail(f"{f}() takes no keyword arguments", e.kwargs[0].span)
-            try:
-                out = BUILTINS[f](*args)
-            except (TypeError, ValueError, ZeroDivisionError, OverflowError) as ex:
-                raise Fail(f"{f}({', '.join(map(_show, args))}): {ex}", e.span) from None
-            problem = number_problem(out)  # int(1e300): the value rule holds for results of functions too
-            if problem is not None:
-                raise Fail(f"{f}({', '.join(map(_show, args))}) {problem}", e.span)
-            return out
+            return self.builtin(e, [self.value(a, scope) for a in e.args])
         # a call is most often a block's: suggest blocks first, then ops, functions and names
-        hint = suggest(f, list(self.defs)) or suggest(f, ops.USER_OPS + list(BUILTINS) + list(scope.names))
+        hint = suggest(f, list(self.defs)) or suggest(f, ops.USER_OPS + list(BUILTINS) + list(SHAPE_QUERIES) + list(scope.names))
         raise Fail(f"unknown block or function '{f}'{hint}", e.func_span)
+
+    def block_call(self, e: A.Call, scope: Scope) -> tuple[BlockCall, Any]:
+        """``Block(64, stride = 2)``, and the tensors among its positional arguments (``Encoder(x)``
+        applies the block to ``x``; ``Pair(a, b)`` to the tuple), or None."""
+        defn = self.defs[e.func]
+        args, tensors = [], []
+        for a in e.args:
+            v = self.eval(a, scope)
+            if v is POISON:
+                raise _Silent()
+            if _is_tensorish(v):
+                tensors.append(v)
+            else:
+                args.append(self.plain(v, a.span))
+        kwargs: dict[str, Any] = {}
+        spans: dict[str, Span] = {}
+        for kw in e.kwargs:
+            if defn.kind == "cell" and kw.name in RESERVED_CELL_KWARGS and kw.name not in [p.name for p in defn.params or ()]:
+                kwargs["__sequences"] = self.truth(kw.value, scope)
+                continue
+            if kw.name in kwargs:
+                raise Fail(f"argument '{kw.name}' is given twice", kw.span)
+            kwargs[kw.name] = self.value(kw.value, scope)
+            spans[kw.name] = kw.span
+        seq = kwargs.pop("__sequences", True)
+        bc = BlockCall(defn, tuple(args), kwargs, spans, None, e.span, sequences=seq)
+        inp = None if not tensors else tensors[0] if len(tensors) == 1 else tuple(tensors)
+        return bc, inp
+
+    def builtin(self, e: A.Call, args: list) -> Any:
+        """``min``, ``max``, ``int``, … of plain values."""
+        f = e.func
+        if e.kwargs:
+            raise Fail(f"{f}() takes no keyword arguments", e.kwargs[0].span)
+        for a, v in zip(e.args, args):
+            if isinstance(v, (Tensor, LayerV, BlockCall, Instance)):
+                raise Fail(f"expected a value here, got {_show_value(v)}", a.span)
+        try:
+            out = BUILTINS[f](*args)
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError) as ex:
+            raise Fail(f"{f}({', '.join(map(_show, args))}): {ex}", e.span) from None
+        problem = number_problem(out)  # int(1e300): the value rule holds for results of functions too
+        if problem is not None:
+            raise Fail(f"{f}({', '.join(map(_show, args))}) {problem}", e.span)
+        return out
+
+    # ---- subscripts and shape queries ---------------------------------------------------
+
+    def subscript(self, e: A.Index, scope: Scope) -> Any:
+        """``x[:, 0]`` (a ``slice`` node), ``cfg[i]`` (an item of a list), ``pair[1]`` (of a tuple of tensors)."""
+        v = e.value
+        if isinstance(v, A.Name) and v.id not in scope.names and (v.id in ops.CATALOGUE or v.id in self.defs):
+            raise Fail(
+                f"'{v.id}' is a layer, not a tensor or a list: it cannot be indexed",
+                e.span,
+                help=f"a '[' right after a word is a subscript; to give a layer a list, put a space before it: '{v.id} [8, -1]'",
+            )
+        base = self.eval(v, scope)
+        if base is POISON:
+            raise _Silent()
+        if isinstance(base, Tensor):
+            items = tuple(self.tensor_index(it, scope) for it in e.items)
+            return self.emit(scope, "slice", ops.get("slice").Params(items=items), (base,), e.span)
+        if isinstance(base, tuple):
+            what = f"'{e.value.id}'" if isinstance(e.value, A.Name) else "the list"
+            if len(e.items) != 1:
+                raise Fail(f"a list takes one index at a time: write '{_unparse_name(e.value)}[i][j]'", e.items[1].span)
+            it = e.items[0]
+            if isinstance(it, A.EllipsisE):
+                raise Fail("'...' stands for axes of a tensor; a list takes an index or a slice", it.span)
+            if isinstance(it, A.SliceE):
+                start, stop, step = (None if x is None else self.index_number(x, scope) for x in (it.start, it.stop, it.step))
+                if step == 0:
+                    raise Fail("a slice step cannot be 0", it.step.span)
+                return base[start:stop:step]
+            i = self.index_number(it, scope)
+            if not -len(base) <= i < len(base):
+                end = f"0 to {len(base) - 1} (or −{len(base)} to −1 from its end)" if base else "nowhere: it is empty"
+                raise Fail(
+                    f"index {i} is past the end of {what}, which has {len(base)} item{'s' * (len(base) != 1)}",
+                    it.span,
+                    help=f"its indices run from {end}",
+                )
+            return base[i]
+        if isinstance(base, (LayerV, BlockCall, Instance)):
+            raise Fail(
+                f"{_show_value(base)} cannot be indexed",
+                e.span,
+                help="a '[' right after a word is a subscript; to give a layer a list, put a space before it: 'reshape [8, -1]'",
+            )
+        raise Fail(f"{_show(base)} cannot be indexed: it is neither a tensor nor a list", e.span)
+
+    def index_number(self, e: A.Expr, scope: Scope, v: Any = None) -> int:
+        v = self.value(e, scope) if v is None else v
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise Fail(f"an index must be a whole number, got {_show_value(v)}", e.span)
+        return v
+
+    def tensor_index(self, it: Any, scope: Scope) -> Any:
+        """One item of a tensor's subscript: an index, ``(start, stop, step)`` or ``'...'``."""
+        if isinstance(it, A.EllipsisE):
+            return "..."
+        if isinstance(it, A.SliceE):
+            parts = tuple(None if x is None else self.index_number(x, scope) for x in (it.start, it.stop, it.step))
+            if parts[2] == 0:
+                raise Fail("a slice step cannot be 0", it.step.span)
+            return parts
+        v = self.eval(it, scope)
+        if v is POISON:
+            raise _Silent()
+        if isinstance(v, Tensor):
+            raise Fail("indexing with a tensor is not supported; an index is a whole number", it.span)
+        return self.index_number(it, scope, v)
+
+    def shape_query(self, e: A.Call, scope: Scope) -> int:
+        """``size(x, axis)`` and ``channels(x)`` (``size(x, 1)``): a static size as a number."""
+        f = e.func
+        usage = "size(x, axis)" if f == "size" else f"{f}(x)"
+        if e.kwargs:
+            raise Fail(f"{f}() takes no keyword arguments: '{usage}'", e.kwargs[0].span)
+        if len(e.args) != (2 if f == "size" else 1):
+            raise Fail(f"{f}() takes {'a tensor and an axis' if f == 'size' else 'one tensor'}: '{usage}'", e.span)
+        t = self.eval(e.args[0], scope)
+        if t is POISON:
+            raise _Silent()
+        if not isinstance(t, Tensor):
+            raise Fail(f"{f}() asks a tensor for a size, got {_show_value(t)}", e.args[0].span)
+        axis = self.index_number(e.args[1], scope) if f == "size" else SHAPE_QUERIES[f]
+        shown = e.args[0].id if isinstance(e.args[0], A.Name) else t.path
+        typ = self.type_of(t, shown, e.span)
+        k = axis + typ.rank if axis < 0 else axis
+        if not 0 <= k < typ.rank:
+            raise Fail(f"axis {axis} is past the last axis of '{shown}' {typ.show()} ({typ.rank} axes with N, 0 to {typ.rank - 1})", e.span)
+        if k == 0:
+            raise Fail(f"axis 0 of '{shown}' is the batch N, known only at run time", e.span, help="ask for a sample's axis, 1 onwards")
+        d = typ.shape[k]
+        if not isinstance(d, int):
+            raise Fail(
+                f"axis {k} of '{shown}' {typ.show()} has the symbolic size {d}, known only at run time, not a number",
+                e.span,
+                help="a shape query needs a fixed size: pass the size as a parameter instead",
+            )
+        return d
+
+    def type_of(self, t: Tensor, shown: str, span: Span) -> Any:
+        """The static type of a tensor made so far (the shape rules of the nodes before it run once)."""
+        if self.typer is None:
+            self.typer = _Typer(self)
+        self.typer.advance()
+        typ = self.typer.types.get(t.path)
+        if typ is not None:
+            return typ
+        bad = self.typer.failed.get(t.path)
+        if bad is not None:  # the shape error on the way to it, reported where it is
+            f = Fail(bad.message, bad.span, bad.help, bad.notes)
+            raise f
+        raise Fail(f"the shape of '{shown}' is not known here", span, help="a shape query inside a cell needs the cell's input shape")
 
     def application(self, e: A.Apply, scope: Scope) -> Any:
         head = e.head
         if isinstance(head, A.Call):
+            if head.func in self.defs and head.func not in scope.names:  # `Encoder(x) as enc`
+                bc, inp = self.block_call(head, scope)
+                bc.name = self.as_name(e.args, e.span)
+                return bc if inp is None else self.apply(bc, inp, scope, e.span)
             target = self.eval(head, scope)
             name = self.as_name(e.args, e.span)
             if isinstance(target, BlockCall):
@@ -966,6 +1307,9 @@ class Expander:
             if isinstance(v, Tensor):
                 raise Fail(f"'{word}' is a tensor, not a layer; did you forget '->' after it?", head.span)
             raise Fail(f"'{word}' is {_show_value(v)}; it takes no arguments here", e.args[0].span)
+        if word in ops.CATALOGUE and word not in ops.INTERNAL and ops.get(word).arity[1] == 0:  # `zeros [4, 4]`
+            lv = self.layer(ops.get(word), e.args, scope, e.span)
+            return self.emit(scope, word, lv.params, lv.extra, e.span, name=lv.name, explicit=lv.name is not None)
         if word in ops.CATALOGUE and word not in ops.INTERNAL:
             op = ops.get(word)
             tensors = []
@@ -977,7 +1321,7 @@ class Expander:
                 # a name right after a key is that key's value (`tied e`, `mask m`), never the layer's input
                 after_key = isinstance(prev, A.Name) and prev.id not in scope.names and prev.id in keys
                 is_key = isinstance(a, A.Name) and a.id in keys and not last
-                if not after_key and not is_key and isinstance(a, (A.TupleE, A.Name, A.Paren)) and _refers_to_tensor(a, scope):
+                if not after_key and not is_key and isinstance(a, (A.TupleE, A.Name, A.Paren, A.Index)) and _refers_to_tensor(a, scope):
                     tensors.append(self.eval(a, scope))
                 else:
                     plain.append(a)
@@ -1163,6 +1507,11 @@ class Expander:
                     sp,
                     help="a layer's arguments are single values: wrap arithmetic in parentheses, e.g. 'dense (n - 1)'",
                 )
+        if e.op == "@":  # matrix product of two tensors
+            for v, sp in ((left, e.left.span), (right, e.right.span)):
+                if not isinstance(v, Tensor):
+                    raise Fail(f"'@' multiplies two tensors (matmul), got {_show_value(v)}", sp, help="numbers multiply with '*'")
+            return self.emit(scope, "matmul", ops.get("matmul").Params(), (left, right), e.span)
         if isinstance(left, Tensor) or isinstance(right, Tensor):
             fn = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow"}.get(e.op)
             if fn is None:
@@ -1220,6 +1569,10 @@ _ARITH = {
 _CMP = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
 
 
+#: shape queries: the function and the axis it asks for (``size`` takes it as an argument)
+SHAPE_QUERIES: dict[str, int] = {"size": 0, "channels": 1}
+
+
 def _num_fn(f):
     def g(*a):
         for x in a:
@@ -1244,6 +1597,23 @@ BUILTINS: dict[str, Callable] = {
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_value(v: Any) -> bool:
+    """A plain value (a number, a bool, a string, a list of them): what ``w = …`` may bind."""
+    if isinstance(v, (int, float, str)):
+        return True
+    return isinstance(v, tuple) and all(_is_value(x) for x in v)
+
+
+def _unparen(e: A.Expr) -> A.Expr:
+    while isinstance(e, A.Paren):
+        e = e.expr
+    return e
+
+
+def _unparse_name(e: A.Expr) -> str:
+    return e.id if isinstance(e, A.Name) else "list"
 
 
 def _is_tensorish(v: Any) -> bool:
@@ -1273,6 +1643,8 @@ def _refers_to_tensor(e: A.Expr, scope: Scope) -> bool:
         return _refers_to_tensor(e.expr, scope)
     if isinstance(e, A.TupleE):
         return any(_refers_to_tensor(x, scope) for x in e.items)
+    if isinstance(e, A.Index):  # `dense 4 x[:, 0]`
+        return _refers_to_tensor(e.value, scope)
     return False
 
 
@@ -1328,6 +1700,61 @@ def _single_call(body: A.Body) -> A.Call | None:
     if len(stages) == 1 and isinstance(stages[0], A.Call):
         return stages[0]
     return None
+
+
+class _Nodes:
+    """What a shape rule reads of its graph (``ctx.graph.nodes``), over the nodes made so far."""
+
+    def __init__(self, nodes: list[Node]):
+        self.nodes = nodes
+
+
+class _Typer:
+    """The static types of the nodes made so far, for shape queries (``channels(x)``) while the
+    model is still being expanded: each node's rule runs once, in order, as the shape pass runs
+    it; a node whose inputs are not known (a cell's step before its input) is skipped."""
+
+    def __init__(self, expander: Expander):
+        self.ex = expander
+        self.types: dict[str, Any] = {}
+        self.failed: dict[str, Diagnostic] = {}
+        self.index: dict[str, Node] = {}
+        self.done = 0
+
+    def advance(self) -> None:
+        from .dims import Ctx, N, ShapeFail, Sym, TensorType
+        from .shapes import _diag, run_body
+
+        nodes = self.ex.nodes
+        graph = _Nodes(nodes)
+
+        def body(ctx: Any, paths: tuple[str, ...], seed: dict) -> dict:
+            return run_body(graph, paths, self.types, seed, ctx, {})  # type: ignore[arg-type]
+
+        while self.done < len(nodes):
+            node = nodes[self.done]
+            self.done += 1
+            self.index[node.path] = node
+            if node.op == "step_in":
+                seed = self.ex.step_seeds.get(node.path)
+                if seed is not None and seed[0] == "state":
+                    self.types[node.path] = TensorType((N, *(Sym.of(d) if isinstance(d, str) else d for d in seed[1])))
+                elif seed is not None and seed[1] in self.types and self.types[seed[1]].rank == 3:
+                    t = self.types[seed[1]]
+                    self.types[node.path] = TensorType((t.shape[0], t.shape[2]), t.dtype)
+                continue
+            failed = next((self.failed[i] for i in node.inputs if i in self.failed), None)
+            if failed is not None:
+                self.failed[node.path] = failed
+                continue
+            if any(i not in self.types for i in node.inputs):
+                continue
+            op = ops.get(node.op)
+            ctx = Ctx(graph, node, [self.index[i] for i in node.inputs], self.types, [], body)  # type: ignore[arg-type]
+            try:
+                self.types[node.path] = op.infer(node.params, [self.types[i] for i in node.inputs], ctx)
+            except ShapeFail as f:
+                self.failed[node.path] = _diag(f, node)
 
 
 def _resolve_ties(nodes: list[Node]) -> tuple[Node, ...]:

@@ -179,6 +179,9 @@ class _Printer:
                 pieces.append(f"else {b}" if b is not None else "")
             ok = len(pieces) == len(st.branches) + (st.orelse is not None) and all(pieces)
             text = " ".join(pieces) if ok else None
+        elif isinstance(st, A.AssignStmt) and st.compound is not None:
+            inner = self.flat(st.compound)
+            text = None if inner is None else self.targets(st) + inner
         else:
             parts = self.simple(st)
             text = parts if isinstance(parts, str) else " -> ".join(parts)
@@ -198,7 +201,15 @@ class _Printer:
 
     # ---- statements -------------------------------------------------------------------
 
+    def targets(self, st: A.AssignStmt) -> str:
+        """``a, b = `` / ``gate f = ``: the left of an assignment."""
+        return "gate " * st.gate + ", ".join(n for n, _ in st.targets) + " = "
+
     def stmt(self, st: A.Stmt, indent: str) -> list[str]:
+        if isinstance(st, A.AssignStmt) and st.compound is not None:  # `h = repeat 3 { … }`
+            lines = self.stmt(st.compound, indent)
+            lines[0] = indent + self.targets(st) + lines[0][len(indent) :]
+            return lines
         if isinstance(st, A.CompoundStmt):
             out: list[str] = []
             for k, part in enumerate(st.parts):
@@ -236,14 +247,15 @@ class _Printer:
         if isinstance(st, A.ChainStmt):
             return self.chain(st.chain)
         if isinstance(st, A.AssignStmt):
-            return ["gate " * st.gate + f"{st.name} = " + self.chain(st.chain)[0], *self.chain(st.chain)[1:]]
+            c = self.chain(st.chain)
+            return [self.targets(st) + c[0], *c[1:]]
         if isinstance(st, A.OutputStmt):
             if st.chain is not None:
                 c = self.chain(st.chain)
                 return [f"output {st.names[0]} = {c[0]}", *c[1:]]
             return "output " + ", ".join(st.names)
-        if isinstance(st, (A.InputStmt, A.StateStmt)):
-            word = "input" if isinstance(st, A.InputStmt) else "state"
+        if isinstance(st, (A.InputStmt, A.StateStmt, A.ParamStmt)):
+            word = "input" if isinstance(st, A.InputStmt) else "state" if isinstance(st, A.StateStmt) else "param"
             rest = self.groups(st.groups)
             return f"{word} {st.name}: {self.expr(st.shape)}" + (f" {rest}" if rest else "")
         raise TypeError(st)  # pragma: no cover
@@ -299,7 +311,17 @@ class _Printer:
             return f" {e.op} ".join([self.expr(v) for v in e.values])
         if isinstance(e, A.Ternary):
             return f"{self.expr(e.then)} if {self.expr(e.cond)} else {self.expr(e.orelse)}"
+        if isinstance(e, A.Index):
+            return self.expr(e.value) + "[" + ", ".join(self.subscript(i) for i in e.items) + "]"
         raise TypeError(e)  # pragma: no cover
+
+    def subscript(self, it: A.Expr | A.SliceE | A.EllipsisE) -> str:
+        if isinstance(it, A.EllipsisE):
+            return "..."
+        if isinstance(it, A.SliceE):
+            text = ("" if it.start is None else self.expr(it.start)) + ":" + ("" if it.stop is None else self.expr(it.stop))
+            return text + (":" + self.expr(it.step) if it.step is not None else "")
+        return self.expr(it)
 
 
 def _str(s: str) -> str:

@@ -20,6 +20,7 @@ KEYWORDS = (
     "train",
     "import",
     "input",
+    "param",
     "output",
     "state",
     "gate",
@@ -89,8 +90,8 @@ class DlspecLexer(RegexLexer):
             (r"(?:\d+\.\d*|\.\d+|\d+)[eE][+-]?\d+|\d+\.\d*|\.\d+", Number.Float),
             (r"\d+", Number.Integer),
             (r"->", Operator),
-            (r"\*\*|//|==|!=|<=|>=|[-+*/%<>=]", Operator),
-            (r"[{}()\[\],:;]", Punctuation),
+            (r"\*\*|//|==|!=|<=|>=|[-+*/%<>=@]", Operator),
+            (r"\.\.\.|[{}()\[\],:;]", Punctuation),
             (r".", Text),
         ]
     }
@@ -130,7 +131,7 @@ def textmate_grammar() -> dict:
             {"name": "entity.name.function.call.dlspec", "match": r"\b[A-Za-z_]\w*(?=\()"},
             {"name": "constant.numeric.dlspec", "match": r"\b(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?\b"},
             {"name": "keyword.operator.arrow.dlspec", "match": "->"},
-            {"name": "keyword.operator.dlspec", "match": r"\*\*|//|==|!=|<=|>=|[-+*/%<>=]"},
+            {"name": "keyword.operator.dlspec", "match": r"\*\*|//|==|!=|<=|>=|[-+*/%<>=@]"},
         ],
     }
 

@@ -8,14 +8,20 @@ round-trip losslessly.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from .errors import Span
 from .ops import AnyParams
 
-Value = int | float | bool | str | tuple[Any, ...] | None
+
+def _tuples(v: Any) -> Any:
+    """Lists inside a value (a table's rows, read back from JSON) as tuples, as the expander makes them."""
+    return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+Value = Annotated[int | float | bool | str | tuple[Any, ...] | None, AfterValidator(_tuples)]
 
 
 class Frame(BaseModel):

@@ -42,7 +42,7 @@ STACK_FRAMES = EXPAND_FRAMES + 4 * MAX_EXPR_DEPTH + 2000
 
 # The tokens that open, close or separate, and the operators; strings and comments are matched
 # so that their contents are skipped. Everything else (names, numbers, spaces) is not matched.
-_SCAN_RE = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*|->|[{}()\[\]\n;,]|\*\*|//|[-+*/%<>=!]=?|\b(?:not|and|or|if|elif|else)\b')
+_SCAN_RE = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*|->|[{}()\[\]\n;,]|\*\*|//|[-+*/%<>=!@]=?|\b(?:not|and|or|if|elif|else)\b')
 
 
 def check_nesting(text: str, file: str) -> None:
@@ -86,6 +86,9 @@ def check_nesting(text: str, file: str) -> None:
             depth = 0
             head = m.end()
         elif c == "(" or c == "[":
+            if c == "[" and m.start() and (text[m.start() - 1].isalnum() or text[m.start() - 1] in "_)]"):
+                top[1] += 1  # a subscript `x[0]` (a `[` glued to what it indexes) is an operator too
+                depth += 1
             depth += 1
             if depth > MAX_EXPR_DEPTH:
                 _expr_fail(text, file, m, depth)

@@ -1,22 +1,14 @@
 """Losses and metrics for ``dlspec train``: ``loss NAME [label_smoothing ε] [delta δ]`` and
 ``metrics accuracy, top5, loss``.
 
+The names, their options and one-line definitions are :data:`dlspec.registry.LOSSES` and
+:data:`dlspec.registry.METRICS` (tabled in ``docs/training.md``); this module implements them
+and checks at import that it implements exactly those.
+
 All losses return the mean (a 0-d float tensor), PyTorch's ``reduction='mean'``: over the batch
 (and any further target positions, e.g. a sequence's time steps) for the classification losses,
 over every element for the element-wise ones. Classes are on the **last** axis (``(N, C)`` or
 ``(N, T, C)`` with integer targets ``(N,)`` / ``(N, T)``). Everything is tensor code (TinyJit-safe).
-
-=================  ==========================================================================
-``cross_entropy``  logits, int targets (or probabilities shaped like the logits);
-                   ``label_smoothing ε``: target ``(1−ε)·onehot + ε/C`` (PyTorch's)
-``nll``            log-probabilities, int targets: ``−logp[target]``
-``bce``            probabilities ``p``: ``−(y·log p + (1−y)·log(1−p))``, logs clamped at −100 (PyTorch)
-``bce_logits``     logits ``x``: ``max(x,0) − x·y + log(1 + e^−|x|)`` (stable)
-``mse``            ``(o − y)²``
-``l1``             ``|o − y|``
-``huber``          ``½d²`` if ``|d| < δ`` else ``δ·(|d| − ½δ)`` (``delta δ``, default 1; PyTorch ``HuberLoss``)
-=================  ==========================================================================
-
 For the element-wise losses a target with as many elements as the output (``(N,)`` for ``(N, 1)``)
 is reshaped to it; other shape mismatches raise ``ValueError`` rather than broadcast.
 """
@@ -24,16 +16,20 @@ is reshaped to it; other shape mismatches raise ``ValueError`` rather than broad
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from tinygrad import Tensor, dtypes
 
-from .trainspec import LOSS_OPTIONS
+from . import registry
 
 __all__ = ["LOSSES", "METRICS", "loss", "metric"]
 
-LOSSES = ("cross_entropy", "nll", "bce", "bce_logits", "mse", "l1", "huber")
-METRICS = ("accuracy", "top5", "loss")
+#: the loss names (:data:`dlspec.registry.LOSSES`), in their documented order
+LOSSES = registry.LOSSES.names()
+#: the metric names (:data:`dlspec.registry.METRICS`)
+METRICS = registry.METRICS.names()
+LOSS_OPTIONS = {name: frozenset(e.options) for name, e in registry.LOSSES.items()}
 
 
 def _class_target(name: str, output: Tensor, target: Tensor) -> Tensor:
@@ -57,41 +53,72 @@ def _same(name: str, output: Tensor, target: Tensor) -> Tensor:
     return target.float()
 
 
-def loss(name: str, output: Tensor, target: Tensor, **options: Any) -> Tensor:
-    """The mean loss ``name`` of ``output`` against ``target`` (see the module docstring).
-    Options: ``label_smoothing`` (cross_entropy), ``delta`` (huber); ``None`` values are dropped."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss '{name}'; one of {', '.join(LOSSES)}")
-    opts = {k: v for k, v in options.items() if v is not None}
-    bad = sorted(set(opts) - LOSS_OPTIONS.get(name, frozenset()))
-    if bad:
-        raise ValueError(f"loss {name} has no option {', '.join(bad)}")
-    out = output.float()
-    if name == "cross_entropy":
-        eps = float(opts.get("label_smoothing", 0.0))
-        if not 0 <= eps <= 1:
-            raise ValueError(f"label_smoothing must be in [0, 1], got {eps}")
-        q = _class_target(name, out, target)
-        if eps:
-            q = q * (1 - eps) + eps / out.shape[-1]
-        return -(q * out.log_softmax(-1)).sum(-1).mean()
-    if name == "nll":
-        return -(_class_target(name, out, target) * out).sum(-1).mean()
-    y = _same(name, out, target)
-    if name == "bce":
-        return -(y * out.log().maximum(-100) + (1 - y) * (1 - out).log().maximum(-100)).mean()
-    if name == "bce_logits":
-        return (out.maximum(0) - out * y + (1 + (-out.abs()).exp()).log()).mean()
-    d = out - y
-    if name == "mse":
-        return (d * d).mean()
-    if name == "l1":
-        return d.abs().mean()
+def _cross_entropy(out: Tensor, target: Tensor, opts: dict[str, Any]) -> Tensor:
+    eps = float(opts.get("label_smoothing", 0.0))
+    if not 0 <= eps <= 1:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {eps}")
+    q = _class_target("cross_entropy", out, target)
+    if eps:
+        q = q * (1 - eps) + eps / out.shape[-1]
+    return -(q * out.log_softmax(-1)).sum(-1).mean()
+
+
+def _nll(out: Tensor, target: Tensor, opts: dict[str, Any]) -> Tensor:
+    return -(_class_target("nll", out, target) * out).sum(-1).mean()
+
+
+def _bce(out: Tensor, target: Tensor, opts: dict[str, Any]) -> Tensor:
+    y = _same("bce", out, target)
+    return -(y * out.log().maximum(-100) + (1 - y) * (1 - out).log().maximum(-100)).mean()
+
+
+def _bce_logits(out: Tensor, target: Tensor, opts: dict[str, Any]) -> Tensor:
+    y = _same("bce_logits", out, target)
+    return (out.maximum(0) - out * y + (1 + (-out.abs()).exp()).log()).mean()
+
+
+def _mse(out: Tensor, target: Tensor, opts: dict[str, Any]) -> Tensor:
+    d = out - _same("mse", out, target)
+    return (d * d).mean()
+
+
+def _l1(out: Tensor, target: Tensor, opts: dict[str, Any]) -> Tensor:
+    return (out - _same("l1", out, target)).abs().mean()
+
+
+def _huber(out: Tensor, target: Tensor, opts: dict[str, Any]) -> Tensor:
     delta = float(opts.get("delta", 1.0))
     if delta <= 0:
         raise ValueError(f"huber delta must be positive, got {delta}")
+    d = out - _same("huber", out, target)
     a = d.abs()
     return (a < delta).where(0.5 * d * d, delta * (a - 0.5 * delta)).mean()
+
+
+#: each registered loss's implementation ``(output, target, options) → mean loss``
+IMPLEMENTATIONS: dict[str, Callable[[Tensor, Tensor, dict[str, Any]], Tensor]] = {
+    "cross_entropy": _cross_entropy,
+    "nll": _nll,
+    "bce": _bce,
+    "bce_logits": _bce_logits,
+    "mse": _mse,
+    "l1": _l1,
+    "huber": _huber,
+}
+if set(IMPLEMENTATIONS) != set(LOSSES):  # pragma: no cover - a registry edit without its implementation
+    raise ImportError(f"dlspec.losses implements {sorted(IMPLEMENTATIONS)}, the registry names {sorted(LOSSES)}")
+
+
+def loss(name: str, output: Tensor, target: Tensor, **options: Any) -> Tensor:
+    """The mean loss ``name`` of ``output`` against ``target`` (see the module docstring).
+    Options: ``label_smoothing`` (cross_entropy), ``delta`` (huber); ``None`` values are dropped."""
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"{registry.LOSSES.unknown(name)}; one of {', '.join(LOSSES)}")
+    opts = {k: v for k, v in options.items() if v is not None}
+    bad = sorted(set(opts) - LOSS_OPTIONS[name])
+    if bad:
+        raise ValueError(f"loss {name} has no option {', '.join(bad)}")
+    return IMPLEMENTATIONS[name](output.float(), target, opts)
 
 
 def metric(name: str, output: Tensor, target: Tensor, *, threshold: float = 0.5, loss_name: str | None = None, **options: Any) -> Tensor:
@@ -109,7 +136,7 @@ def metric(name: str, output: Tensor, target: Tensor, *, threshold: float = 0.5,
         raise ValueError(f"metric {name} takes no options {', '.join(sorted(options))}")
     m = re.fullmatch(r"top(\d+)", name)
     if name != "accuracy" and not m:
-        raise ValueError(f"unknown metric '{name}'; one of {', '.join(METRICS)}")
+        raise ValueError(f"{registry.METRICS.unknown(name)}; one of {', '.join(METRICS)}")
     out = output.float()
     if tuple(target.shape) == tuple(out.shape[:-1]) and out.shape[-1] > 1:
         if name == "accuracy":

@@ -30,6 +30,8 @@ from typing import Any
 from tinygrad import Tensor, dtypes
 from tinygrad.nn.optim import Optimizer, OptimizerGroup
 
+from . import registry
+
 __all__ = [
     "OPTIMIZERS",
     "DLOptimizer",
@@ -275,19 +277,16 @@ class AdamW(Adam):
         super().__init__(params, lr, weight_decay=weight_decay, **kw)
 
 
-#: optimizer name (as written in a spec) → class
-OPTIMIZERS: dict[str, type[DLOptimizer]] = {c.name: c for c in (SGD, RMSProp, AdaGrad, FTRL, Adam, AdamW)}
+_CLASSES: dict[str, type[DLOptimizer]] = {c.name: c for c in (SGD, RMSProp, AdaGrad, FTRL, Adam, AdamW)}
+if set(_CLASSES) != set(registry.OPTIMIZERS):  # pragma: no cover - a registry edit without its implementation
+    raise ImportError(f"dlspec.optim implements {sorted(_CLASSES)}, the registry names {sorted(registry.OPTIMIZERS)}")
+
+#: optimizer name (as written in a spec, :data:`dlspec.registry.OPTIMIZERS`) → class, in the registry's order
+OPTIMIZERS: dict[str, type[DLOptimizer]] = {name: _CLASSES[name] for name in registry.OPTIMIZERS}
 
 #: spec option names each optimizer takes (beyond ``lr``; every optimizer also takes
 #: ``weight_decay``, ``clip``, ``clip_norm_type``)
-OPTIONS: dict[str, frozenset[str]] = {
-    "sgd": frozenset({"momentum", "nesterov"}),
-    "rmsprop": frozenset({"alpha", "eps", "momentum"}),
-    "adagrad": frozenset({"eps", "initial_accumulator"}),
-    "ftrl": frozenset({"lr_power", "l1", "l2", "beta", "initial_accumulator"}),
-    "adam": frozenset({"beta1", "beta2", "eps"}),
-    "adamw": frozenset({"beta1", "beta2", "eps"}),
-}
+OPTIONS: dict[str, frozenset[str]] = {name: frozenset(e.options) - {"lr", "weight_decay"} for name, e in registry.OPTIMIZERS.items()}
 COMMON = frozenset({"weight_decay", "clip", "clip_norm_type", "device"})
 
 
@@ -296,7 +295,7 @@ def make_optimizer(name: str, params: list[Tensor], lr: float, **options: Any) -
     such as running statistics are skipped). Options: see :data:`OPTIONS` and :data:`COMMON`;
     ``None`` values are dropped (defaults apply). Unknown names raise ``ValueError``."""
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer '{name}'; one of {', '.join(OPTIMIZERS)}")
+        raise ValueError(f"{registry.OPTIMIZERS.unknown(name)}; one of {', '.join(OPTIMIZERS)}")
     opts = {k: v for k, v in options.items() if v is not None}
     bad = sorted(set(opts) - OPTIONS[name] - COMMON)
     if bad:

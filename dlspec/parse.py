@@ -30,8 +30,8 @@ def grammar_path() -> Path:
     raise FileNotFoundError("dlspec grammar file dlspec.lark not found beside the package")
 
 
-_OPEN = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
-_CLOSE = {v: k for k, v in _OPEN.items()}
+_OPEN = {"LPAR": "RPAR", "LSQB": "RSQB", "LSUB": "RSQB", "LBRACE": "RBRACE"}
+_CLOSE = {"RPAR": ("LPAR",), "RSQB": ("LSQB", "LSUB"), "RBRACE": ("LBRACE",)}
 # After these, a newline cannot end a statement.
 _NO_NL_AFTER = {None, "_NL", "LBRACE", "_ARROW"}
 # Before these, a newline is not a statement end either.
@@ -69,7 +69,7 @@ class _PostLex:
                 pending = None
             if t in _OPEN:
                 stack.append(tok)
-            elif t in _CLOSE and stack and stack[-1].type == _CLOSE[t]:
+            elif t in _CLOSE and stack and stack[-1].type in _CLOSE[t]:
                 stack.pop()
             if t == "COMMA" and not any(s.type != "LBRACE" for s in stack):
                 tok = Token.new_borrow_pos("ACOMMA", tok.value, tok)
@@ -146,6 +146,8 @@ _TOKEN_WORDS = {
     "LPAR": "'('",
     "RPAR": "')'",
     "LSQB": "'['",
+    "LSUB": "'['",
+    "ELLIPSIS": "'...'",
     "RSQB": "']'",
     "COMMA": "','",
     "ACOMMA": "','",
@@ -157,6 +159,42 @@ _TOKEN_WORDS = {
     "NUMBER": "a number",
     "STRING": "a string",
 }
+
+
+#: the grammar's keywords: never names (``'gate' is a reserved word``)
+RESERVED = (
+    "model",
+    "block",
+    "cell",
+    "import",
+    "train",
+    "input",
+    "param",
+    "state",
+    "output",
+    "gate",
+    "if",
+    "elif",
+    "else",
+    "when",
+    "and",
+    "or",
+    "not",
+    "true",
+    "false",
+)
+
+
+#: reserved words that a spec writes where a name goes by mistake rather than as a misplaced keyword
+_NAME_LIKE = ("model", "block", "cell", "train", "input", "param", "state", "output", "gate", "true", "false")
+
+
+def _reserved(word: str, span: Span) -> Diagnostic:
+    return Diagnostic(
+        f"'{word}' is a reserved word and cannot be a name",
+        span,
+        help=f"choose another name, e.g. '{word}_' or 'my_{word}'; reserved: {' '.join(RESERVED)}",
+    )
 
 
 def _word(t: str) -> str:
@@ -198,7 +236,7 @@ def _explain(e: UnexpectedInput, file: str, text: str, open_stack: list[Token]) 
     unclosed = [s for s in open_stack]
     if t == "$END" and unclosed:
         o = unclosed[-1]
-        closer = {"LBRACE": "}", "LPAR": ")", "LSQB": "]"}[o.type]
+        closer = {"LBRACE": "}", "LPAR": ")", "LSQB": "]", "LSUB": "]"}[o.type]
         return Diagnostic(
             f"'{o}' is never closed",
             Span(file=file, line=o.line, col=o.column, end_line=o.line, end_col=o.column + 1),
@@ -206,11 +244,23 @@ def _explain(e: UnexpectedInput, file: str, text: str, open_stack: list[Token]) 
             help=f"add '{closer}' to close it",
         )
     prev = _prev_token_type(text, tok)
+    word, wspan = _prev_word(file, text, tok)
+    if str(tok) in RESERVED and t != "NAME" and ("NAME" in expected or "CALLNAME" in expected):
+        # `as gate`, `block B(input)`, `a, output = …`; a misplaced `else` or `and` keeps the usual message
+        after = text[tok.end_pos :].lstrip(" \t")[:1] if tok.end_pos is not None else ""
+        if (
+            str(tok) in _NAME_LIKE
+            or word in ("as", "input", "param", "state", "output", "gate", "model", "block", "cell")
+            or after in "=:,)"
+        ):
+            return _reserved(str(tok), span)
+    if word in RESERVED and t in ("EQUAL", "ACOMMA", "COMMA") and ("NAME" in expected or word in ("true", "false")):
+        return _reserved(word, wspan)  # `gate = …`, `input, b = …`, `true = 1`
     if prev == "," and t in ("_NL", "$END", "RBRACE", "_ARROW", "RPAR", "RSQB"):
         return Diagnostic("stray ',' at the end of the arguments", _prev_span(file, text, tok), help="remove the ','")
     if t == "RBRACE" and unclosed and unclosed[-1].type != "LBRACE":  # `[3, 4` then `}`
         o = unclosed[-1]
-        closer = {"LPAR": ")", "LSQB": "]"}[o.type]
+        closer = {"LPAR": ")", "LSQB": "]", "LSUB": "]"}[o.type]
         return Diagnostic(
             f"'{o}' is never closed",
             Span(file=file, line=o.line, col=o.column, end_line=o.line, end_col=o.column + 1),
@@ -279,6 +329,19 @@ def _prev_token_type(text: str, tok: Token) -> str:
     if text[i] == ">" and i > 0 and text[i - 1] == "-":
         return "->"
     return text[i]
+
+
+def _prev_word(file: str, text: str, tok: Token) -> tuple[str, Span | None]:
+    """The name or keyword just before ``tok`` (on any line), with its span."""
+    end = _prev_index(text, tok) + 1
+    start = end
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+        start -= 1
+    if start == end or text[start].isdigit():
+        return "", None
+    line = text.count("\n", 0, start) + 1
+    col = start - (text.rfind("\n", 0, start) + 1) + 1
+    return text[start:end], Span(file=file, line=line, col=col, end_line=line, end_col=col + end - start)
 
 
 def _prev_span(file: str, text: str, tok: Token) -> Span:
@@ -368,6 +431,15 @@ class _Build(Transformer):
     def tuple(self, meta, *items):
         return A.TupleE(self.sp(meta), tuple(i for i in items if i is not None))
 
+    def index(self, meta, value, _open, *items):
+        return A.Index(self.sp(meta), value, tuple(i for i in items if i is not None and not isinstance(i, Token)))
+
+    def slice(self, meta, start, stop, step=None):
+        return A.SliceE(self.sp(meta), start, stop, step)
+
+    def ellipsis(self, meta):
+        return A.EllipsisE(self.sp(meta))
+
     def kwarg(self, meta, name, value):
         return A.Kwarg(self.sp(meta), str(name), value)
 
@@ -427,8 +499,17 @@ class _Build(Transformer):
         names = [n for n in names if n.type == "NAME"]
         return A.OutputStmt(self.sp(meta), tuple(map(str, names)), tuple(map(self.tsp, names)), None)
 
-    def assign_stmt(self, meta, name, chain):
-        return A.AssignStmt(self.sp(meta), str(name), self.tsp(name), chain)
+    def assign_stmt(self, meta, *parts):
+        names = [p for p in parts[:-1] if isinstance(p, Token) and p.type == "NAME"]
+        value = parts[-1]
+        more = tuple((str(n), self.tsp(n)) for n in names[1:])
+        first = names[0]
+        if isinstance(value, A.CompoundStmt):
+            return A.AssignStmt(self.sp(meta), str(first), self.tsp(first), None, more=more, compound=value)
+        return A.AssignStmt(self.sp(meta), str(first), self.tsp(first), value, more=more)
+
+    def param_stmt(self, meta, name, shape, groups):
+        return A.ParamStmt(self.sp(meta), str(name), self.tsp(name), shape, groups)
 
     def gate_stmt(self, meta, name, chain):
         return A.AssignStmt(self.sp(meta), str(name), self.tsp(name), chain, gate=True)

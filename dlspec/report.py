@@ -10,11 +10,16 @@ from . import ops
 from .bounds import MAX_INT, MAX_INT_TEXT, size_problem
 from .errors import Diagnostic, ShapeError
 from .ir import Graph
+from .registry import OPTIMIZERS
 from .shapes import Dim, Shapes, TensorType, dadd, dvalue, elements, free_names, macs_value
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8, "bool": 1}
-#: optimizer state tensors per parameter
-OPTIMIZER_STATE = {"sgd": 0, "sgd+momentum": 1, "rmsprop": 1, "adagrad": 1, "ftrl": 2, "adam": 2, "adamw": 2}
+#: optimizer state tensors per parameter (:data:`dlspec.registry.OPTIMIZERS`); ``NAME+momentum``
+#: for an optimizer whose momentum buffer is extra state
+OPTIMIZER_STATE = {
+    **{name: e.state for name, e in OPTIMIZERS.items()},
+    **{f"{name}+momentum": e.state + e.momentum_state for name, e in OPTIMIZERS.items() if e.momentum_state},
+}
 
 
 @dataclass

@@ -9,6 +9,10 @@ was, and a :class:`WriteError` names the file and the reason::
 
     runs/x/last.safetensors: cannot write checkpoint: No space left on device
 
+A checkpoint being replaced can be kept as a backup generation (:func:`keeping_backup`: a hard
+link renamed into place once the new file is written, so neither file is ever missing or half
+written, and a failed write changes neither).
+
 ``metrics.jsonl`` lines are appended whole: a failed append is truncated back, so the file never
 ends in half a line. Temporary files left by a killed process (its pid is gone) are removed by
 :func:`remove_stale_temps`, on the next write of the same file and when a run is resumed.
@@ -20,6 +24,8 @@ import errno
 import os
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -163,6 +169,65 @@ def atomic_write(path: Path | str, data: bytes | str | Callable[[Any], None], wh
             raise WriteError(f"{path}: cannot write {what}: {_reason(e, path)}", path) from None
         raise
     fsync_dir(path.parent)
+
+
+@contextmanager
+def keeping_backup(path: Path | str, backup: Path | str) -> Iterator[None]:
+    """Around a block that replaces ``path`` (with :func:`atomic_write`): once the block has
+    succeeded, what ``path`` held before it is ``backup``. ``path``'s old contents are hard-linked
+    to a temporary name first (copied, where links are not supported) and renamed over ``backup``
+    only after the block: ``path`` is never missing, ``backup`` is always whole, and a block that
+    fails (a full disk) leaves both as they were. Killed in between, the temporary file is
+    removed later (:func:`remove_stale_temps`) and ``backup`` is one generation older. A
+    :class:`WriteError` names ``backup`` if it cannot be written."""
+    path, backup = Path(path), Path(backup)
+    if not path.is_file():
+        yield
+        return
+    what = f"{describe(backup)} backup"
+    remove_stale_temps(backup.parent, name=backup.name)
+    tmp = backup.with_name(f".{backup.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.link(path, tmp)
+    except OSError:  # no hard links here (FAT, some network file systems): a copy
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise WriteError(f"{backup}: cannot write {what}: {_reason(e, path)}", backup) from None
+        _write_temp(tmp, data, backup, what)
+    try:
+        yield
+    except BaseException:
+        _unlink(tmp)
+        raise
+    try:
+        os.replace(tmp, backup)
+    except OSError as e:
+        _unlink(tmp)
+        raise WriteError(f"{backup}: cannot write {what}: {_reason(e, backup)}", backup) from None
+    fsync_dir(backup.parent)
+
+
+def _write_temp(tmp: Path, data: bytes, path: Path, what: str) -> None:
+    """``data`` to the new file ``tmp``, fsynced (removed again on an error: a :class:`WriteError` naming ``path``)."""
+    fd = -1
+    try:
+        fd = os.open(tmp, _CREATE, 0o666)
+        _write_all(fd, data)
+        _fsync(fd)
+    except OSError as e:
+        _unlink(tmp)
+        raise WriteError(f"{path}: cannot write {what}: {_reason(e, path)}", path) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _unlink(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
 
 
 def append_line(path: Path | str, line: str, what: str | None = None) -> None:

@@ -1,25 +1,16 @@
 """Learning-rate schedules for ``dlspec train``: ``schedule NAME [option value …]``.
 
+The names, their options and one-line definitions are :data:`dlspec.registry.SCHEDULES`
+(tabled in ``docs/training.md``); this module implements exactly those.
+
 :func:`make_schedule` gives a plain function ``lr(step)`` of the 0-based global step (host floats,
 no tensors): feed its value to :func:`dlspec.optim.set_lr` before every step.
 
-========================  =====================================================================
-``constant``              ``base_lr``
-``step``                  ``base_lr·gamma^⌊epoch/step⌋`` (``step`` epochs, default ⌊epochs/3⌋, ≥ 1;
-                          ``gamma`` 0.1) — PyTorch ``StepLR`` stepped once per epoch
-``multistep``             ``base_lr·gamma^(number of milestones ≤ epoch)`` (``milestones`` epochs,
-                          default ⌊epochs/2⌋ and ⌊3·epochs/4⌋; ``gamma`` 0.1) — ``MultiStepLR``
-``exponential``           ``base_lr·gamma^epoch`` (``gamma`` default 0.95) — ``ExponentialLR``
-``cosine``                ``min_lr + (base_lr−min_lr)·(1+cos(π·u))/2``, per step — ``CosineAnnealingLR``
-``poly``                  ``min_lr + (base_lr−min_lr)·(1−u)^power`` (``power`` 1.0), per step —
-                          ``PolynomialLR``
-``warmup``                linear warm-up, then ``base_lr`` (``warmup`` epochs, default 1)
-========================  =====================================================================
-
-``epoch = step // steps_per_epoch``. For cosine and poly ``u = (step − W)/(T − W)`` clamped to
-[0, 1], with ``T = epochs·steps_per_epoch`` (option ``epochs`` sets a schedule length other than
-the run's; after it the lr stays at ``min_lr``) and ``W`` the warm-up steps. ``min_lr`` (default 0)
-is also a floor for step, multistep and exponential.
+``epoch = step // steps_per_epoch``. ``step``, ``multistep`` and ``exponential`` change once per
+epoch (PyTorch's ``StepLR``, ``MultiStepLR``, ``ExponentialLR`` stepped per epoch). For cosine and
+poly ``u = (step − W)/(T − W)`` clamped to [0, 1], with ``T = epochs·steps_per_epoch`` (option
+``epochs`` sets a schedule length other than the run's; after it the lr stays at ``min_lr``) and
+``W`` the warm-up steps. ``min_lr`` (default 0) is also a floor for step, multistep and exponential.
 
 Any schedule takes ``warmup N``: over the first ``W = N·steps_per_epoch`` steps the lr is the
 schedule's value times ``(step+1)/W`` (never 0: the first step uses ``base_lr/W``), e.g.
@@ -30,21 +21,49 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
+
+from . import registry
 
 __all__ = ["SCHEDULES", "SCHEDULE_OPTIONS", "make_schedule"]
 
-#: schedule name → the options it takes
-SCHEDULE_OPTIONS: dict[str, frozenset[str]] = {
-    "constant": frozenset({"warmup"}),
-    "step": frozenset({"step", "gamma", "min_lr", "warmup"}),
-    "multistep": frozenset({"milestones", "gamma", "min_lr", "warmup"}),
-    "exponential": frozenset({"gamma", "min_lr", "warmup"}),
-    "cosine": frozenset({"min_lr", "epochs", "warmup"}),
-    "poly": frozenset({"power", "min_lr", "epochs", "warmup"}),
-    "warmup": frozenset({"warmup"}),
+#: schedule name → the options it takes (:data:`dlspec.registry.SCHEDULES`)
+SCHEDULE_OPTIONS: dict[str, frozenset[str]] = {name: frozenset(e.options) for name, e in registry.SCHEDULES.items()}
+SCHEDULES = registry.SCHEDULES.names()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A schedule's resolved numbers (see :func:`make_schedule`)."""
+
+    base: float
+    min_lr: float
+    gamma: float
+    power: float
+    spe: int  # steps per epoch
+    warm: int  # warm-up steps
+    total: int  # the schedule's length in steps
+    every: int  # step: epochs per decay
+    milestones: tuple[int, ...]
+
+    def u(self, t: int) -> float:
+        """The progress of cosine and poly after warm-up, in [0, 1]."""
+        return min(1.0, max(0.0, (t - self.warm) / max(1, self.total - self.warm)))
+
+
+#: each registered schedule's value at step ``t`` (before the warm-up factor)
+IMPLEMENTATIONS: dict[str, Callable[[_Plan, int], float]] = {
+    "constant": lambda p, t: p.base,
+    "step": lambda p, t: max(p.base * p.gamma ** (t // p.spe // p.every), p.min_lr),
+    "multistep": lambda p, t: max(p.base * p.gamma ** sum(t // p.spe >= m for m in p.milestones), p.min_lr),
+    "exponential": lambda p, t: max(p.base * p.gamma ** (t // p.spe), p.min_lr),
+    "cosine": lambda p, t: p.min_lr + (p.base - p.min_lr) * (1 + math.cos(math.pi * p.u(t))) / 2,
+    "warmup": lambda p, t: p.base,
+    "poly": lambda p, t: p.min_lr + (p.base - p.min_lr) * (1 - p.u(t)) ** p.power,
 }
-SCHEDULES = tuple(SCHEDULE_OPTIONS)
+if set(IMPLEMENTATIONS) != set(SCHEDULES):  # pragma: no cover - a registry edit without its implementation
+    raise ImportError(f"dlspec.schedules implements {sorted(IMPLEMENTATIONS)}, the registry names {sorted(SCHEDULES)}")
 
 
 def _whole(name: str, v: Any, low: int) -> int:
@@ -61,7 +80,7 @@ def make_schedule(name: str, base_lr: float, steps_per_epoch: int, epochs: int, 
     length) can come in ``options``. ``None`` options are dropped; an option the schedule does not
     take, or a bad value, raises ``ValueError``."""
     if name not in SCHEDULE_OPTIONS:
-        raise ValueError(f"unknown schedule '{name}'; one of {', '.join(SCHEDULES)}")
+        raise ValueError(f"{registry.SCHEDULES.unknown(name)}; one of {', '.join(SCHEDULES)}")
     opts = {k: v for k, v in options.items() if v is not None}
     bad = sorted(set(opts) - SCHEDULE_OPTIONS[name])
     if bad:
@@ -77,33 +96,27 @@ def make_schedule(name: str, base_lr: float, steps_per_epoch: int, epochs: int, 
     gamma = float(opts.get("gamma", 0.95 if name == "exponential" else 0.1))
     if gamma < 0:
         raise ValueError(f"gamma must be ≥ 0, got {gamma}")
-    power = float(opts.get("power", 1.0))
     length = _whole("epochs", opts.get("epochs", run_epochs), 1)
     warm = _whole("warmup", opts.get("warmup", 1 if name == "warmup" else 0), 0) * spe
-    total = length * spe
-    every = _whole("step", opts.get("step", max(1, run_epochs // 3)), 1)
     milestones = sorted(_whole("milestones", m, 0) for m in _seq(opts.get("milestones", (run_epochs // 2, (3 * run_epochs) // 4))))
-
-    def main(t: int) -> float:
-        epoch = t // spe
-        if name in ("constant", "warmup"):
-            return base
-        if name == "step":
-            return max(base * gamma ** (epoch // every), min_lr)
-        if name == "multistep":
-            return max(base * gamma ** sum(epoch >= m for m in milestones), min_lr)
-        if name == "exponential":
-            return max(base * gamma**epoch, min_lr)
-        u = min(1.0, max(0.0, (t - warm) / max(1, total - warm)))
-        if name == "cosine":
-            return min_lr + (base - min_lr) * (1 + math.cos(math.pi * u)) / 2
-        return min_lr + (base - min_lr) * (1 - u) ** power  # poly
+    plan = _Plan(
+        base=base,
+        min_lr=min_lr,
+        gamma=gamma,
+        power=float(opts.get("power", 1.0)),
+        spe=spe,
+        warm=warm,
+        total=length * spe,
+        every=_whole("step", opts.get("step", max(1, run_epochs // 3)), 1),
+        milestones=tuple(milestones),
+    )
+    main = IMPLEMENTATIONS[name]
 
     def lr(step: int) -> float:
         """The learning rate for 0-based global step ``step``."""
         if step < 0:
             raise ValueError(f"step must be ≥ 0, got {step}")
-        value = main(step)
+        value = main(plan, step)
         return value * (step + 1) / warm if step < warm else value
 
     lr.__name__ = lr.__qualname__ = f"schedule_{name}"

@@ -133,7 +133,7 @@ def infer(graph: Graph) -> Shapes:
     types: dict[str, TensorType] = {}
     costs: dict[str, Costs] = {}
     diags: list[Diagnostic] = []
-    warnings: list[Diagnostic] = []
+    warnings: list[Diagnostic] = list(graph.__dict__.get("_expand_warnings", ()))  # the expander's, first
     index = {n.path: n for n in graph.nodes}
     bad: set[str] = set()
     windows: dict[str, Window] = {}
@@ -161,7 +161,9 @@ def infer(graph: Graph) -> Shapes:
             check_sizes(ctx, out, params, buffers, macs)
         except ShapeFail as f:
             bad.add(node.path)
-            diags.append(_diag(f, node))
+            d = _diag(f, node)
+            if not any(o.span == d.span and o.message == d.message for o in diags[-8:]):  # the pieces of one split
+                diags.append(d)
             return
         for w in ctx.warnings:
             warnings.append(_diag(w, node))

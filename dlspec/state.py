@@ -50,21 +50,37 @@ def entries(graph: Graph, shapes: Shapes) -> dict[str, Entry]:
     for node in owners(graph):
         ins = [shapes.types[i] for i in node.inputs]
         for slot in ops.get(node.op).state(node.params, ins):
-            key = f"{node.path}.{slot.name}"
+            key = f"{node.path}.{slot.name}" if slot.name else node.path  # a `param`: its path is its name
             out[key] = Entry(key, node.path, slot)
     return out
 
 
 def draw(slot: Slot, rng: np.random.Generator) -> np.ndarray:
     """A slot's initial value (float32, or the slot's integer dtype)."""
-    kind, arg = slot.init
+    kind, arg, *more = slot.init
     if kind == "uniform":
         return rng.uniform(-arg, arg, size=slot.shape).astype(np.float32)
     if kind == "normal":
-        return (rng.standard_normal(size=slot.shape) * arg).astype(np.float32)
+        return (rng.standard_normal(size=slot.shape) * arg + (more[0] if more else 0.0)).astype(np.float32)
     if kind == "full":
         return np.full(slot.shape, arg, dtype=np.dtype(slot.dtype))
+    if kind == "uniform_range":
+        return rng.uniform(arg, more[0], size=slot.shape).astype(np.float32)
+    if kind == "trunc_normal":
+        return _trunc_normal(rng, slot.shape, arg, *more).astype(np.float32)
     raise ValueError(f"unknown initialiser '{kind}' for slot '{slot.name}'")
+
+
+def _trunc_normal(rng: np.random.Generator, shape: tuple[int, ...], std: float, mean: float, low: float, high: float) -> np.ndarray:
+    """N(mean, std²) restricted to [low, high] (``torch.nn.init.trunc_normal_``'s distribution),
+    by redrawing the values that fall outside."""
+    out = rng.standard_normal(size=shape) * std + mean
+    for _ in range(1000):
+        bad = (out < low) | (out > high)
+        if not bad.any():
+            return out
+        out[bad] = rng.standard_normal(size=int(bad.sum())) * std + mean
+    return np.clip(out, low, high)  # a cut far from the mean: the few values left sit on its edges
 
 
 def initial(graph: Graph, shapes: Shapes, seed: int = 0) -> dict[str, np.ndarray]:

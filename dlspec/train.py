@@ -3,25 +3,29 @@
 A run reads the spec's ``train`` section, applies command-line overrides, and writes a
 run directory ``runs/<model>-<timestamp>/``: the spec copy, ``config.json``,
 ``metrics.jsonl`` (one line per epoch), ``last.safetensors`` (weights + optimizer state +
-position, after every epoch), ``best.safetensors`` (by validation metric), ``loss.svg``.
-Files are written atomically. Everything random is a pure function of (seed, epoch), so
-``--resume`` continues bit-identically to an uninterrupted run.
+position, after every epoch; the one it replaces kept as ``last.prev.safetensors``),
+``best.safetensors`` (by validation metric), ``loss.svg``. Files are written atomically.
+Everything random is a pure function of (seed, epoch), so ``--resume`` continues
+bit-identically to an uninterrupted run (:mod:`dlspec.resume`: the in-place reseed, the
+checkpoint digests, the spec and data identity checks). Errors found once training starts are
+reported at the spec line that set the value (:class:`SpecPlaces`).
 """
 
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import DlspecError, UsageError
+from .errors import Diagnostic, DlspecError, UsageError
 
 
 class TrainError(DlspecError):
@@ -62,6 +66,9 @@ class RunConfig(BaseModel):
     limit: int | None = Field(None, ge=1)
     max_steps: int | None = Field(None, ge=1)
 
+
+#: the configuration fields an optimizer is made from
+OPTIMIZER_FIELDS = ("optimizer", "optimizer_options", "lr", "weight_decay", "clip", "clip_norm_type")
 
 #: command-line overrides (argparse dest → config field)
 OVERRIDES = (
@@ -135,7 +142,7 @@ def resolve(prog, spec_path: str, model: str | None, overrides: dict[str, Any], 
     for key, value in overrides.items():
         if value is not None:
             # a different optimizer/schedule/loss does not inherit the spec's options for the old one
-            if key in ("optimizer", "schedule", "loss") and value != cfg.get(key, RunConfig.model_fields[key].default):
+            if key in ("data", "optimizer", "schedule", "loss") and value != cfg.get(key, RunConfig.model_fields[key].default):
                 cfg[f"{key}_options"] = {}
             cfg[key] = value
     if cfg.get("kind", "classifier") != "classifier":
@@ -143,14 +150,87 @@ def resolve(prog, spec_path: str, model: str | None, overrides: dict[str, Any], 
     try:
         return RunConfig(**cfg)
     except Exception as e:  # noqa: BLE001 - pydantic's message names the field
+        errors = getattr(e, "errors", None)
+        fields = [str(err.get("loc", ("",))[0]) for err in errors()] if callable(errors) else []
+        if section is not None and fields and not any(overrides.get(f) is not None for f in fields):
+            from .trainspec import setting_span
+
+            raise TrainError(
+                [Diagnostic(_pydantic_message(err), setting_span(section, f)) for f, err in zip(fields, errors())]
+            ) from None  # the spec's values: at their lines
         raise UsageError(f"bad training configuration: {_pydantic_message(e)}") from None
 
 
-def _pydantic_message(e: Exception) -> str:
+def _pydantic_message(e: Any) -> str:
+    """``field: message (got value)`` of a pydantic error (or of one of its ``errors()``)."""
+    if isinstance(e, dict):
+        return f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')} (got {e.get('input')!r})"
     errors = getattr(e, "errors", None)
     if not callable(errors):
         return str(e)
-    return "; ".join(f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')} (got {err.get('input')!r})" for err in errors())
+    return "; ".join(_pydantic_message(err) for err in errors())
+
+
+class SpecPlaces:
+    """Where a run's settings are in its spec: errors found while training (a bad optimizer
+    option, a loss that does not fit the model, data options a data set rejects) are reported at
+    the spec line that set the value — when the value is the spec's; one given on the command line
+    is reported as such."""
+
+    def __init__(self, prog, cfg: Any):
+        self.prog, self.cfg = prog, cfg
+        self._section: Any = False
+        self._spec_cfg: Any = False
+
+    @property
+    def section(self):
+        """The run's ``train`` section (a validated ``TrainSpec``), or ``None``."""
+        if self._section is False:
+            try:
+                trains = self.prog.trains()
+            except DlspecError:
+                trains = []
+            self._section = next((t for t in trains if self.cfg.model in t.models.values()), None)
+        return self._section
+
+    def _from_spec(self, fields: tuple[str, ...]) -> bool:
+        """Whether ``fields`` have the values the spec's section alone gives them."""
+        if self._spec_cfg is False:
+            try:
+                self._spec_cfg = resolve(self.prog, self.cfg.spec, self.cfg.model, {}, objectives=self.cfg.kind != "classifier")
+            except DlspecError:
+                self._spec_cfg = None
+        spec = self._spec_cfg
+        return spec is not None and all(getattr(spec, f, None) == getattr(self.cfg, f, None) for f in fields)
+
+    def span(self, *fields: str):
+        """The span of the spec's setting of the first of ``fields`` it sets (else the section's
+        head), or ``None`` if a value is not the spec's."""
+        from .trainspec import setting_span
+
+        if self.section is None or not self._from_spec(fields):
+            return None
+        spans = [setting_span(self.section, f) for f in fields]
+        return next((sp for sp in spans if sp != self.section.span), self.section.span)
+
+    def error(self, message: str, *fields: str, cli: type[DlspecError] | None = None) -> DlspecError:
+        """``message`` at the spec line of ``fields``; from the command line: ``cli`` (default
+        :class:`~dlspec.errors.UsageError` "bad training configuration: …")."""
+        span = self.span(*fields)
+        if span is not None:
+            return TrainError(Diagnostic(message, span))
+        if cli is None:
+            return UsageError(f"bad training configuration: {message}")
+        return cli(message)
+
+    def locate(self, e: DlspecError, *fields: str) -> DlspecError:
+        """``e`` with its diagnostics that have no place put at the spec line of ``fields``."""
+        span = self.span(*fields)
+        if span is None or all(d.span is not None for d in e.diagnostics):
+            return e
+        out = copy.copy(e)
+        DlspecError.__init__(out, [replace(d, span=span) if d.span is None else d for d in e.diagnostics])
+        return out
 
 
 # ---- run directory -----------------------------------------------------------------------------
@@ -225,8 +305,15 @@ def start_over(run_dir: Path) -> bool:
     from .runfiles import atomic_write, remove_stale_temps
 
     remove_stale_temps(run_dir, legacy=True)
-    if (run_dir / "last.safetensors").is_file():
+    last = run_dir / "last.safetensors"
+    if last.is_file():
         return False
+    from .resume import backup_of
+
+    if backup_of(last).exists():  # never so after dlspec's own writes: someone removed it
+        from .resume import backup_advice
+
+        raise TrainError(f"{last}: no such checkpoint{backup_advice(last)}; or remove {backup_of(last).name} to train it from the start")
     print(f"{run_dir} has no checkpoint yet (it stopped before its first epoch ended): training it from the start", file=sys.stderr)
     if (run_dir / "metrics.jsonl").exists():
         atomic_write(run_dir / "metrics.jsonl", "")
@@ -285,9 +372,13 @@ class Position:
 class Trainer:
     """Trains a classifier spec on a data set; see the module docstring."""
 
+    #: run the compiled steps with the kernels ``dlspec tune`` found for this spec, batch and device, if any
+    tuned_kernels = True
+
     def __init__(self, prog, cfg: RunConfig, run_dir: Path, log: Callable[[str], None], ui: Any = None):
         self.prog, self.cfg, self.dir, self.log, self.ui = prog, cfg, run_dir, log, ui
         self.normalization: tuple[Any, Any] | None = None  # (mean, std) to use instead of the training split's
+        self.places = SpecPlaces(prog, cfg)
 
     # data ------------------------------------------------------------------------------------
     def load_data(self) -> None:
@@ -297,8 +388,11 @@ class Trainer:
 
         c = self.cfg
         opts = dict(c.data_options)
-        full = data.load(c.data, "train", data_dir=c.data_dir, **opts)
-        test = data.load(c.data, "test", data_dir=c.data_dir, **opts)
+        try:
+            full = data.load(c.data, "train", data_dir=c.data_dir, **opts)
+            test = data.load(c.data, "test", data_dir=c.data_dir, **opts)
+        except DlspecError as e:
+            raise self.places.locate(e, "data", "data_options", "data_dir") from None
         if c.limit:
             full = _head(full, c.limit)
             test = _head(test, max(1, c.limit // 5))
@@ -331,14 +425,27 @@ class Trainer:
             self.opt = optim.make_optimizer(
                 c.optimizer, params, c.lr, weight_decay=c.weight_decay, clip=c.clip, clip_norm_type=c.clip_norm_type, **c.optimizer_options
             )
+        except (ValueError, TypeError) as e:
+            raise self.places.error(f"optimizer {c.optimizer}: {e}", *OPTIMIZER_FIELDS) from None
+        try:
             self.schedule = schedules.make_schedule(c.schedule, c.lr, self.loader.steps_per_epoch(), c.epochs, **c.schedule_options)
         except (ValueError, TypeError) as e:
-            raise UsageError(f"bad training configuration: {e}") from None
+            raise self.places.error(f"schedule {c.schedule}: {e}", "schedule", "schedule_options", "lr", "epochs") from None
         self.steps: dict[tuple, Any] = {}
         self.evals: dict[tuple, Any] = {}
+        if self.tuned_kernels:  # kernels tuned by `dlspec tune`: the steps use them, and the log says so
+            from .tuning import use_tuned
+
+            use_tuned(self)
 
     def _fit_input(self) -> None:
         """The data's sample shape must fit the model's input (same shape, or same size)."""
+        try:
+            self._check_input()
+        except TrainError as e:
+            raise self.places.locate(e, "data", "data_options") from None
+
+    def _check_input(self) -> None:
         net = self.net
         if len(net.input_names) != 1 or len(net.output_names) != 1:
             raise UsageError(
@@ -428,7 +535,7 @@ class Trainer:
             try:
                 loss, c1, c5 = self._eval_step(len(yb))(x, y)
             except ValueError as e:
-                raise TrainError(f"loss {self.cfg.loss} on {self.cfg.model}: {e}") from None
+                raise self.places.error(f"loss {self.cfg.loss} on {self.cfg.model}: {e}", "loss", "loss_options", cli=TrainError) from None
             total += loss.item()
             top1 += c1.item()
             top5 += c5.item()
@@ -462,13 +569,13 @@ class Trainer:
         except UsageError:  # a bad name map, a missing file: the caller's mistake (exit 2)
             raise
         except DlspecError as e:
-            raise TrainError(str(e).removeprefix("error: ")) from None
+            raise TrainError(e.diagnostics) from None
         except Exception as e:  # noqa: BLE001 - reading the file's (lazy) tensors failed: the file's fault
             raise TrainError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from None
 
     # checkpoints ------------------------------------------------------------------------------
     def save(self, name: str, pos: Position, history: list[dict]) -> None:
-        from .backends.tinygrad import save_state
+        from . import resume
         from .optim import optimizer_state
 
         sd = {f"model.{k}": v for k, v in self.net.state_dict().items()}
@@ -479,22 +586,24 @@ class Trainer:
             "step": str(pos.step),
             "best": json.dumps(pos.best),
             "model": self.cfg.model,
-            "spec_sha256": self.spec_sha,
+            resume.SPEC_KEY: self.spec_sha,
+            resume.DATA_KEY: self.data_sha,
             "seed": str(self.cfg.seed),
-            # the dropout/sampling stream is reseeded at every epoch start from (seed, epoch): see _reseed
-            "rng": json.dumps({"scheme": "per-epoch", "epoch_seed": _epoch_seed(self.cfg.seed, pos.epoch)}),
+            # the dropout/sampling stream is reseeded at every epoch start from (seed, epoch): see resume.reseed
+            "rng": json.dumps({"scheme": "per-epoch", "epoch_seed": resume.epoch_seed(self.cfg.seed, pos.epoch)}),
             "normalize": json.dumps({"mean": [float(v) for v in self.mean.reshape(-1)], "std": [float(v) for v in self.std.reshape(-1)]}),
             "history": json.dumps(history),
         }
-        save_state(sd, self.dir / name, metadata=meta)
+        resume.save(self.dir / name, sd, meta, backup=name == "last.safetensors")
 
     def restore(self, path: Path) -> tuple[Position, list[dict]]:
-        """Model and optimizer state, position and history from checkpoint ``path``."""
+        """Model and optimizer state, position and history from checkpoint ``path`` (verified,
+        and refused if it was trained from another spec, another model or other data)."""
+        from . import resume
         from .optim import load_optimizer_state
 
-        meta = check_safetensors(path, "checkpoint")
-        if meta.get("spec_sha256") not in (None, self.spec_sha):
-            raise TrainError(f"{path}: the checkpoint was trained from another spec than {self.dir / 'spec.dl'} (was spec.dl edited?)")
+        meta = resume.check(path)
+        resume.check_identity(path, meta, self.dir / "spec.dl", self.spec_sha, self.cfg.data, self.data_sha)
         if meta.get("model") not in (None, self.cfg.model):
             raise TrainError(f"{path}: the checkpoint holds model {meta.get('model')}, not {self.cfg.model}")
         try:
@@ -510,37 +619,20 @@ class Trainer:
             raise TrainError(f"{path}: optimizer state does not fit ({e})") from None
         return pos, history
 
-    def _reseed(self, epoch: int) -> None:
-        """Reseed the dropout/sampling stream for ``epoch``, in place.
-
-        ``Tensor.manual_seed`` would make new seed/counter buffers, but a TinyJit-captured step
-        keeps drawing from the buffers it captured; so the stream's buffers are created once and
-        overwritten here: every epoch's random numbers are a pure function of (seed, epoch), in
-        an uninterrupted run and in a resumed one alike."""
-        from tinygrad import Tensor, dtypes
-
-        dev = self.net.device
-        if dev not in Tensor._device_seeds:
-            Tensor._next_counter(dev, 0)
-        s, n = Tensor._device_seeds[dev], Tensor._device_rng_counters[dev]
-        first = s.tolist()[0]
-        Tensor._seed = _epoch_seed(self.cfg.seed, epoch)
-        s.assign(Tensor([first, Tensor._seed], device=dev, dtype=dtypes.uint32))
-        n.assign(Tensor([0, 0], device=dev, dtype=dtypes.uint32))
-        Tensor.realize(s, n)
-
     # the run ------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
+        from . import resume as exact
         from .optim import set_lr
 
         c = self.cfg
         self.spec_sha = file_digest(self.dir / "spec.dl")
         if resume:  # the run's own normalisation (a pure function of the config, but kept exactly)
-            meta = check_safetensors(self.dir / "last.safetensors", "checkpoint")
+            meta = exact.check(self.dir / "last.safetensors")
             norm = _normalization(meta)
             if norm is not None:
                 self.normalization = norm
         self.load_data()
+        self.data_sha = exact.data_digest(self.train_data, self.val_data, self.test_data)
         self.build()
         self.log(
             f"device {self.net.device}; {c.model}: {self.net.num_params()[0]:,} params; data {c.data}: "
@@ -562,7 +654,7 @@ class Trainer:
         for epoch in range(pos.epoch, c.epochs):
             if c.max_steps is not None and pos.step >= c.max_steps:
                 break
-            self._reseed(epoch)
+            exact.reseed(self.net.device, exact.epoch_seed(c.seed, epoch))
             t0 = time.perf_counter()
             run_loss = run_correct = seen = 0.0
             if self.ui:
@@ -579,7 +671,7 @@ class Trainer:
                 try:
                     loss_t, correct_t = step(x, y)
                 except ValueError as e:  # losses reject outputs/targets that do not fit
-                    raise TrainError(f"loss {c.loss} on {c.model}: {e}") from None
+                    raise self.places.error(f"loss {c.loss} on {c.model}: {e}", "loss", "loss_options", cli=TrainError) from None
                 loss = loss_t.item()
                 if not math.isfinite(loss):
                     kept = (
@@ -649,10 +741,6 @@ def _is_buffer_key(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 100_003 + epoch) & 0xFFFFFFFF
-
-
 def _normalization(meta: dict[str, str]):
     import numpy as np
 
@@ -669,7 +757,7 @@ def _read(path: Path) -> dict:
     try:
         return read_weights(path)
     except DlspecError as e:
-        raise TrainError(str(e).removeprefix("error: ")) from None
+        raise TrainError(e.diagnostics) from None
 
 
 def check_safetensors(path: Path, what: str = "checkpoint") -> dict[str, str]:
@@ -688,7 +776,7 @@ def check_safetensors(path: Path, what: str = "checkpoint") -> dict[str, str]:
     except OSError as e:
         raise TrainError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
     except WeightsError as e:
-        raise TrainError(str(e).removeprefix("error: ")) from None
+        raise TrainError(e.diagnostics) from None
 
 
 def _head(ds, n: int):

@@ -12,52 +12,21 @@ from typing import Any
 from . import ast as A
 from .errors import Diagnostic, Note, Span, suggest
 from .ir import Setting, TrainSpec
+from .registry import DATA_OPTIONS, DATASETS, LOSSES, METRICS, OBJECTIVES, OPTIMIZERS, SCHEDULES, dataset
 
 NUM = (int, float)
 #: numeric options that may be negative (and must not be positive)
 SIGNED = frozenset({"lr_power"})
 
 #: objective → the model roles it names (first role: the one named without a key)
-KINDS: dict[str, tuple[str, ...]] = {
-    "classifier": ("model",),
-    "autoencoder": ("model",),
-    "vae": ("model",),
-    "gan": ("generator", "discriminator"),
-    "dqn": ("model",),
-}
+KINDS: dict[str, tuple[str, ...]] = {name: e.roles for name, e in OBJECTIVES.items()}
 
-#: setting → (value type, allowed values or None, {option: type})
+#: setting → (value type, allowed values or None, {option: type}); the names come from :mod:`dlspec.registry`
 SETTINGS: dict[str, tuple[Any, tuple[str, ...] | None, dict[str, Any]]] = {
-    "data": (str, None, {"dir": str, "val_split": float, "augment": bool, "normalize": bool, "limit": int, "length": int, "classes": int}),
-    "loss": (
-        str,
-        ("cross_entropy", "nll", "bce", "bce_logits", "mse", "l1", "huber"),
-        {"label_smoothing": float, "delta": float},
-    ),
-    "optimizer": (
-        str,
-        ("sgd", "rmsprop", "adagrad", "ftrl", "adam", "adamw"),
-        {
-            "lr": float,
-            "momentum": float,
-            "nesterov": bool,
-            "alpha": float,
-            "eps": float,
-            "beta1": float,
-            "beta2": float,
-            "lr_power": float,
-            "l1": float,
-            "l2": float,
-            "beta": float,
-            "initial_accumulator": float,
-            "weight_decay": float,
-        },
-    ),
-    "schedule": (
-        str,
-        ("constant", "step", "multistep", "exponential", "cosine", "warmup", "poly"),
-        {"step": int, "milestones": tuple, "gamma": float, "warmup": int, "power": float, "min_lr": float, "epochs": int},
-    ),
+    "data": (str, None, {**DATA_OPTIONS, **DATASETS.option_types}),
+    "loss": (str, LOSSES.names(), LOSSES.option_types),
+    "optimizer": (str, OPTIMIZERS.names(), OPTIMIZERS.option_types),
+    "schedule": (str, SCHEDULES.names(), SCHEDULES.option_types),
     "weight_decay": (float, None, {}),
     "l2": (float, None, {}),
     "clip": (float, None, {"norm": float}),
@@ -65,7 +34,7 @@ SETTINGS: dict[str, tuple[Any, tuple[str, ...] | None, dict[str, Any]]] = {
     "epochs": (int, None, {}),
     "steps": (int, None, {}),
     "seed": (int, None, {}),
-    "metrics": (tuple, ("accuracy", "top5", "loss"), {}),
+    "metrics": (tuple, METRICS.names(), {}),
     "device": (str, None, {}),
     "noise": (float, None, {"dim": int}),
     "latent": (int, None, {}),
@@ -78,39 +47,86 @@ SETTINGS: dict[str, tuple[Any, tuple[str, ...] | None, dict[str, Any]]] = {
     "episodes": (int, None, {}),
     "warmup": (int, None, {}),
     "beta": (float, None, {}),
-    "d_optimizer": (
-        str,
-        ("sgd", "rmsprop", "adagrad", "ftrl", "adam", "adamw"),
-        {"lr": float, "beta1": float, "beta2": float, "momentum": float},
-    ),
-    "g_optimizer": (
-        str,
-        ("sgd", "rmsprop", "adagrad", "ftrl", "adam", "adamw"),
-        {"lr": float, "beta1": float, "beta2": float, "momentum": float},
-    ),
+    "d_optimizer": (str, OPTIMIZERS.names(), OPTIMIZERS.option_types),
+    "g_optimizer": (str, OPTIMIZERS.names(), OPTIMIZERS.option_types),
 }
 
 #: options that make sense only for some optimizers
-OPTIMIZER_OPTIONS = {
-    "sgd": {"lr", "momentum", "nesterov", "weight_decay"},
-    "rmsprop": {"lr", "alpha", "eps", "momentum", "weight_decay"},
-    "adagrad": {"lr", "eps", "initial_accumulator", "weight_decay"},
-    "ftrl": {"lr", "lr_power", "l1", "l2", "beta", "initial_accumulator"},
-    "adam": {"lr", "beta1", "beta2", "eps", "weight_decay"},
-    "adamw": {"lr", "beta1", "beta2", "eps", "weight_decay"},
-}
+OPTIMIZER_OPTIONS: dict[str, frozenset[str]] = {name: frozenset(e.options) for name, e in OPTIMIZERS.items()}
 
 #: options that make sense only for some losses
-LOSS_OPTIONS = {"cross_entropy": frozenset({"label_smoothing"}), "huber": frozenset({"delta"})}
+LOSS_OPTIONS: dict[str, frozenset[str]] = {name: frozenset(e.options) for name, e in LOSSES.items() if e.options}
+
+#: options each schedule takes
+SCHEDULE_OPTIONS: dict[str, frozenset[str]] = {name: frozenset(e.options) for name, e in SCHEDULES.items()}
+
+#: the setting a run-configuration field comes from (for errors found when training starts)
+FIELD_SETTINGS: dict[str, tuple[str, ...]] = {
+    "data_options": ("data",),
+    "data_dir": ("data",),
+    "val_split": ("data",),
+    "augment": ("data",),
+    "limit": ("data",),
+    "loss_options": ("loss",),
+    "optimizer_options": ("optimizer",),
+    "lr": ("optimizer",),
+    "weight_decay": ("weight_decay", "optimizer"),
+    "schedule_options": ("schedule",),
+    "clip_norm_type": ("clip",),
+    "max_steps": ("steps",),
+    "d_optimizer": ("d_optimizer", "optimizer"),
+    "g_optimizer": ("g_optimizer", "optimizer"),
+    "d_lr": ("d_optimizer", "optimizer"),
+    "d_optimizer_options": ("d_optimizer", "optimizer"),
+    "g_lr": ("g_optimizer", "optimizer"),
+    "g_optimizer_options": ("g_optimizer", "optimizer"),
+    "noise_dim": ("noise",),
+    "epsilon_end": ("epsilon",),
+    "epsilon_decay": ("epsilon",),
+}
+
+
+def setting_span(spec: TrainSpec, field: str) -> Span:
+    """Where in ``spec`` the run-configuration ``field`` is set: its setting's line, else the
+    ``train`` section's head."""
+    for key in FIELD_SETTINGS.get(field, (field,)):
+        if key in spec.settings:
+            return spec.settings[key].span
+    return spec.span
+
+
+#: the registry of each named setting's values
+NAMED = {
+    "loss": LOSSES,
+    "optimizer": OPTIMIZERS,
+    "d_optimizer": OPTIMIZERS,
+    "g_optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "metrics": METRICS,
+}
 
 
 def _allowed(key: str, value: Any, opts: dict[str, Any]) -> Any:
-    """The options ``key value`` takes: per optimizer and per loss, else the setting's."""
+    """The options ``key value`` takes: per optimizer, loss, schedule and data set, else the setting's."""
     if key in ("optimizer", "d_optimizer", "g_optimizer"):
         return OPTIMIZER_OPTIONS.get(value, opts)
     if key == "loss":
         return LOSS_OPTIONS.get(value, frozenset())
+    if key == "schedule":
+        return SCHEDULE_OPTIONS.get(value, opts)
+    if key == "data":
+        entry = dataset(value)
+        return frozenset(DATA_OPTIONS) | frozenset(entry.options) if entry is not None else opts
     return opts
+
+
+def _what(key: str, value: Any) -> str:
+    """How an option's owner is named in messages: ``optimizer sgd``, ``data set mnist``, ``'clip'``."""
+    if key.endswith("optimizer") or key in ("loss", "schedule"):
+        return f"{'optimizer' if key.endswith('optimizer') else key} {value}"
+    if key == "data" and dataset(value) is not None:
+        return f"data set {dataset(value).name}"
+    return f"'{key}'"
 
 
 def validate(train: A.Train, models: dict[str, Span], evaluate) -> tuple[TrainSpec | None, list[Diagnostic]]:
@@ -188,16 +204,12 @@ def _setting(st: A.Stmt, evaluate) -> Setting:
         for v in vals:
             w = _word(v, evaluate)
             if choices and w not in choices:
-                raise _Bad(
-                    f"unknown {key[:-1] if key.endswith('s') else key} '{w}'{suggest(str(w), choices)}",
-                    v.span,
-                    help="one of " + ", ".join(choices),
-                )
+                raise _Bad(NAMED[key].unknown(str(w)), v.span, help="one of " + ", ".join(choices))
             words.append(w)
         return Setting(key=key, value=tuple(words), span=st.span)
     value = _word(first, evaluate) if typ is str else _num(first, evaluate, typ, key)
     if choices and value not in choices:
-        raise _Bad(f"unknown {key} '{value}'{suggest(str(value), choices)}", first.span, help="one of " + ", ".join(choices))
+        raise _Bad(NAMED[key].unknown(str(value)), first.span, help="one of " + ", ".join(choices))
     options: dict[str, Any] = {}
     while args:
         k = args.pop(0)
@@ -205,7 +217,7 @@ def _setting(st: A.Stmt, evaluate) -> Setting:
             raise _Bad(f"expected an option name of '{key}'", k.span)
         allowed = _allowed(key, value, opts)
         if k.id not in allowed:
-            what = f"optimizer {value}" if key.endswith("optimizer") else f"loss {value}" if key == "loss" else f"'{key}'"
+            what = _what(key, value)
             help = ("options: " + ", ".join(sorted(allowed))) if allowed else f"{what} takes no options"
             if k.id == "label_smoothing":
                 help += "; a GAN's label smoothing is a setting of its own: 'label_smoothing 0.1'"
@@ -213,9 +225,11 @@ def _setting(st: A.Stmt, evaluate) -> Setting:
         if not args:
             raise _Bad(f"option '{k.id}' needs a value", k.span)
         v = args.pop(0)
-        types = SETTINGS["optimizer"][2] if key in ("d_optimizer", "g_optimizer") else opts  # GAN optimizers: as `optimizer`
-        t = types.get(k.id, float)
+        t = opts.get(k.id, float)
         options[k.id] = _word(v, evaluate) if t is str else _num(v, evaluate, t, k.id)
+    if key == "data" and dataset(value) is None:  # after its options: those errors come first
+        names = [n for e in DATASETS.values() for n in (e.name, *e.aliases)]
+        raise _Bad(f"unknown data set '{value}'{suggest(str(value).lower(), names)}", first.span, help="data sets: " + DATASETS.help())
     return Setting(key=key, value=value, options=options, span=st.span)
 
 

@@ -7,8 +7,10 @@ seeded :class:`random.Random` (:class:`RandomChooser`) — and returns spec text
 - :func:`grammar_spec`: every construct of grammar/dlspec.lark (imports; models, blocks and
   cells with parameters; input/state/output/gate/assign statements; chains, tuples, calls,
   keyword arguments, ``as``; if/elif/else; residual/shortcut ``when``, concat/add/multiply
-  branches, repeat ``as``/``index``, group; every operator, ternaries; train sections of every
-  objective), with values drawn from :func:`number` (huge ones included);
+  branches, repeat ``as``/``index``, group; every operator, ternaries; subscripts and slices,
+  ``a, b = …`` destructuring, bound ``repeat``/``group``, ``param`` statements, numeric locals,
+  shape queries, tables, split/chunk/crop, constants, reductions, ``@``/matmul/transpose; train
+  sections of every objective), with values drawn from :func:`number` (huge ones included);
 - :func:`huge_spec`: a valid spec with a huge or odd number in one position (a size, a kernel,
   an lr, a scale, a repeat count, a recurrent ``layers``, an input dim, a train setting);
 - :func:`deep_spec`: nesting from tests/deepspecs.py around and past the limits;
@@ -135,9 +137,17 @@ def number(ch: Chooser, huge: float = 0.02) -> str:
 
 # ---- expressions -------------------------------------------------------------------------
 
-FUNCS = ["min", "max", "int", "float", "round", "ceil", "floor", "len", "abs"]
+FUNCS = ["min", "max", "int", "float", "round", "ceil", "floor", "len", "abs", "size", "channels", "sum", "mean"]
 CMP = ["==", "!=", "<", "<=", ">", ">="]
-ARITH = ["+", "-", "*", "/", "//", "%", "**"]
+ARITH = ["+", "-", "*", "/", "//", "%", "**", "@"]
+
+
+def subscript(ch: Chooser, names: Sequence[str] = ("w", "i")) -> str:
+    """``[:, 0]``, ``[..., 1:5:2]``, ``[i][0]``: a subscript (not necessarily a valid one)."""
+    one = lambda: ch.choice([":", "0", "-1", "1:", ":2", "::2", "1:5:2", "...", "w", "i", "-1:", "0:0", "::-1", "99"])  # noqa: E731
+    if ch.chance(0.3):
+        return "[" + ch.choice(["0", "i", "-1", "5", "w"]) + "]" + ch.choice(["", "[0]", "[1]"])
+    return "[" + ", ".join(one() for _ in range(ch.integer(1, 4))) + "]"
 
 
 def expr(ch: Chooser, depth: int = 0, names: Sequence[str] = ("w", "i", "x")) -> str:
@@ -175,6 +185,8 @@ def expr(ch: Chooser, depth: int = 0, names: Sequence[str] = ("w", "i", "x")) ->
         return f"{sub(ch, depth, names)} ** {sub(ch, depth, names)}"
     if k == 13:
         return f"B({expr(ch, depth + 1, names)}, c = {expr(ch, depth + 1, names)})"
+    if k == 14 and ch.chance(0.5):
+        return ch.choice(["x", "h", "cfg", "t"]) + subscript(ch, names)
     return number(ch, huge=0.1)
 
 
@@ -202,7 +214,7 @@ ACTS = ["relu", "tanh", "sigmoid", "silu", "identity", "linear", "softmax", "log
 def layer(ch: Chooser, names: Sequence[str] = ("w", "i")) -> str:
     """One layer statement's application (an op word and its arguments)."""
     a = lambda: atom(ch, names)  # noqa: E731
-    k = ch.integer(0, 22)
+    k = ch.integer(0, 26)
     out = {
         0: lambda: f"dense {a()}" + ch.choice(["", " bias false", ", bias true", " units 4"]),
         1: lambda: (
@@ -233,9 +245,18 @@ def layer(ch: Chooser, names: Sequence[str] = ("w", "i")) -> str:
         17: lambda: f"pad {a()}" + ch.choice(["", " reflect", f" channels [{a()}, {a()}]", f" value {a()}"]),
         18: lambda: f"maxout {a()}",
         19: lambda: f"step threshold {a()}",
-        20: lambda: ch.choice(["concat axis -1", "add", "multiply", "sample", f"concat({a()}, x)"]),
+        20: lambda: ch.choice(
+            ["concat axis -1", "add", "multiply", "sample", f"concat({a()}, x)", "matmul", f"concat(p, x, axis = {a()})"]
+        ),
         21: lambda: ch.choice(["B(4)", f"B({a()}, c = {a()})", "B(4) as b", "C(8)", "C(4, sequences = false)", "Enc()"]),
         22: lambda: f"{ch.choice(['dense', 'conv', 'frob', 'B', 'x'])} {' '.join(a() for _ in range(ch.integer(0, 3)))}",
+        23: lambda: ch.choice([f"split {a()}", f"split [{a()}, {a()}] axis {a()}", f"chunk {a()} axis -1", f"split {a()} piece {a()}"]),
+        24: lambda: ch.choice([f"crop {a()}", f"crop [{a()}, {a()}]", "crop like x", "crop like h", f"crop({a()})"]),
+        25: lambda: (
+            ch.choice(["mean", "sum", "max", "min"])
+            + ch.choice(["", f" axis {a()}", f" {a()} keepdim", f" axis [{a()}, {a()}]", " keepdim true", " axis 0"])
+        ),
+        26: lambda: ch.choice(["transpose", f"transpose {a()} {a()}", f"tril {a()}", "triu", f"transpose dim0 {a()}"]),
     }[k]()
     if ch.chance(0.1):
         out += f" as {ch.choice(['n1', 'n2', 'fc', 'x'])}"
@@ -243,7 +264,23 @@ def layer(ch: Chooser, names: Sequence[str] = ("w", "i")) -> str:
 
 
 def chain(ch: Chooser, names: Sequence[str] = ("w", "i")) -> str:
-    first = ch.choice(["", "", "", "x -> ", "(x, h) -> ", "h -> ", "t(x) -> ", "x + h -> ", "x * 2 -> "])
+    first = ch.choice(
+        [
+            "",
+            "",
+            "",
+            "x -> ",
+            "(x, h) -> ",
+            "h -> ",
+            "t(x) -> ",
+            "x + h -> ",
+            "x * 2 -> ",
+            "x[:, 0] -> ",
+            "x @ h -> ",
+            "split(x, 2) -> ",
+            "p + x -> ",
+        ]
+    )
     return first + " -> ".join(layer(ch, names) for _ in range(ch.integer(1, 3)))
 
 
@@ -300,9 +337,63 @@ def statement(ch: Chooser, depth: int, names: Sequence[str], cell: bool = False)
         )
     elif k == 14:
         text = f"{ch.choice(['h', 'y'])} = {expr(ch, 0, [*names, 'x', 'h'])}"
+    elif k == 15 and ch.chance(0.7):
+        text = new_construct(ch, depth, names, cell)
     else:
         text = chain(ch, names) + ch.choice([";", "; relu", " # a comment", ""])
     return text.split("\n")
+
+
+def new_construct(ch: Chooser, depth: int, names: Sequence[str], cell: bool = False) -> str:
+    """A statement of the tensor language: destructuring, bound compounds, ``param``, numeric
+    locals, shape queries, tables, constants, subscripts, reductions, ``@``."""
+    a = lambda: atom(ch, names)  # noqa: E731
+    dims = lambda: ", ".join(a() for _ in range(ch.integer(0, 3)))  # noqa: E731
+    return ch.choice(
+        [
+            f"a, b = split(x, {a()})",
+            f"a, b, c = split(x, [{a()}, {a()}, {a()}], axis = {a()})",
+            f"a, b = chunk(x, {a()}, axis = -1)",
+            "mu, logvar = B(4)",
+            "mu, logvar = Enc()",
+            "a, b = x",
+            "c, s = cfg[i]",
+            f"h = repeat {a()} {{ dense 4 }}",
+            f"g = group g4 {{ {chain(ch, names)} }}",
+            f"p = residual {{ {chain(ch, names)} }}",
+            f"param p: [{dims()}]"
+            + ch.choice(
+                [
+                    "",
+                    " init zeros",
+                    f" init normal std {a()}",
+                    f" init trunc_normal std {a()}",
+                    f" init uniform low {a()} high {a()}",
+                    " ones",
+                    f" init constant value {a()}",
+                ]
+            ),
+            f"w = int(w * ({a()} / 64)) * {a()}",
+            f"w = channels(x) // {a()}",
+            f"w = size({ch.choice(['x', 'h', 'w'])}, {a()})",
+            f"cfg = [[{a()}, {a()}], [{a()}, {a()}]]",
+            f"dense cfg{subscript(ch, names)}",
+            f"y = x{subscript(ch, names)}",
+            f"m = {ch.choice(['zeros', 'ones'])}([{dims()}]" + ch.choice(["", ", dtype = bool", ", dtype = int"]) + ")",
+            f"m = full([{dims()}], {a()})",
+            f"m = arange({', '.join(a() for _ in range(ch.integer(1, 3)))})",
+            f"m = tril(ones([{a()}, {a()}], dtype = bool), {a()})",
+            f"y = {ch.choice(['mean', 'sum', 'max', 'min'])}(x, {a()}"
+            + ch.choice(["", ", keepdim = true", f", axis = [{a()}, {a()}]"])
+            + ")",
+            f"y = x @ {ch.choice(['x', 'h', 'transpose(x)', 'transpose(x, 1, 2)', 'p'])}",
+            f"y = matmul(x, {ch.choice(['x', 'h'])})",
+            f"y = crop(x, like = {ch.choice(['h', 'x', 'p'])})",
+            "output y, y",
+            "gate = dense 4",
+            f"{ch.choice(['input', 'state', 'output', 'param'])}, b = split(x, 2)",
+        ]
+    )
 
 
 def params(ch: Chooser) -> str:
@@ -527,7 +618,9 @@ VOCAB = [
     *"kernel stride padding bias units heads mask same valid sequences layers hidden vocab dtype int float16 bool".split(),
     *"data loss optimizer sgd adam lr batch epochs schedule milestones gan generator discriminator autoencoder vae dqn".split(),
     *"x h T w B C M N B( M( C( max( len( int(".split(),
-    *"{ } ( ) [ ] , ; : = -> + - * / // % ** == != < <= > >=".split(),
+    *"param split chunk crop zeros ones full arange tril triu mean sum min matmul transpose like keepdim init std".split(),
+    *"normal trunc_normal uniform piece sections size( channels( split( zeros( arange( x[ cfg[ ... x[:, 0] a, b =".split(),
+    *"{ } ( ) [ ] , ; : = -> + - * / // % ** @ == != < <= > >=".split(),
     *"0 1 3 -1 0.5 1e-3 1e308 1e400 2**64 9223372036854775808".split(),
     "9" * 5000,
     '"a.dl"',

@@ -652,3 +652,36 @@ def test_same_numbers_as_pytorch():
     # and our NumPy reference agrees with torch too
     P = {k: v.numpy().astype(np.float64) for k, v in sd.items()}
     close(mha(seq.astype(np.float64), seq.astype(np.float64), P, "att", 2, np.tril(np.ones((3, 3), bool))), a, "numpy mha")
+
+
+def test_cell_at_batch_one_runs_as_unrolled():
+    """A batch of 1 through a cell that concatenates x and h: tinygrad 0.14 crashed (SIGSEGV) on
+    views of size-1 time slices; the scan copies those. Run in a child process so that a crash
+    is a failure, not the end of the test session."""
+    code = """
+import numpy as np
+import dlspec
+from tinygrad import Tensor
+from dlspec.backends.tinygrad import scan
+src = '''
+cell C(hidden) {
+  state h: [hidden]
+  h = (x, h) -> dense hidden -> tanh
+}
+model M {
+  input seq: [T, 5]
+  C(3) as rnn
+}
+'''
+net = dlspec.load(src).build("M")
+x = Tensor(np.random.default_rng(0).standard_normal((1, 3, 5)).astype(np.float32))
+a = net(x).numpy()
+with scan.unrolled():
+    b = net(x).numpy()
+np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+print(a.shape)
+"""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "(1, 3, 3)", (r.returncode, r.stderr[-2000:])

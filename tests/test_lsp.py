@@ -60,7 +60,10 @@ def test_utf16_columns_count_astral_characters_twice():
 def test_diagnostic_range_after_non_ascii_comment_is_in_utf16_units():
     text = 'model M {  # 😀\n  input x: [4]\n  dense 2\n}\ntrain M {\n  data "😀é" frob 1\n}\n'
     [d] = Analysis(URI, text).diagnostics()
-    assert d.message == "unknown option 'frob' for 'data'\nhelp: options: augment, classes, dir, length, limit, normalize, val_split"
+    assert (
+        d.message
+        == "unknown option 'frob' for 'data'\nhelp: options: augment, classes, dir, features, length, limit, normalize, seed, val_split"
+    )
     assert d.range == R(5, 13, 5, 17)  # '  data "😀é" ' is 12 code points, 13 UTF-16 units
     assert Analysis(URI, text, "utf-8").diagnostics()[0].range == R(5, 16, 5, 20)
 

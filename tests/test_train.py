@@ -120,10 +120,12 @@ def test_run_directory(base, work):
         "config.json",
         "metrics.jsonl",
         "last.safetensors",
+        "last.prev.safetensors",  # the checkpoint last.safetensors replaced: epoch 2's
         "best.safetensors",
         "loss.svg",
         "summary.json",
     }
+    assert tensors(run_dir / "last.prev.safetensors")[1]["epoch"] == "2" and tensors(run_dir / "last.safetensors")[1]["epoch"] == "3"
     assert (run_dir / "spec.dl").read_text() == SPEC
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["model"] == "TinyCNN" and cfg["optimizer"] == "adam" and cfg["lr"] == 0.01

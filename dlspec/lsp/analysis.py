@@ -208,7 +208,7 @@ def index_module(module: A.Module) -> tuple[list[Occurrence], dict[str, dict[str
         else:
             continue
         for n in _walk(body) if not isinstance(body, tuple) else (x for b in body for c in _children(b) for x in _walk(c)):
-            if isinstance(n, (A.InputStmt, A.StateStmt, A.AssignStmt)):
+            if isinstance(n, (A.InputStmt, A.ParamStmt, A.StateStmt, A.AssignStmt)):
                 if scope:
                     local[scope].setdefault(n.name, []).append(n.name_span)
                 occ.append(Occurrence(n.name, n.name_span, scope, defines=True))

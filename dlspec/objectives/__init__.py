@@ -22,18 +22,17 @@ __all__ = ["ObjectiveConfig", "resolve", "runner", "train_command", "resume_obje
 
 
 def runner(prog, cfg: ObjectiveConfig, run_dir: Path, log, ui: Any = None):
-    """The run object of ``cfg.kind`` (``.run(resume=False) -> summary``)."""
-    if cfg.kind == "autoencoder":
-        from .autoencoder import AutoencoderRun as R
-    elif cfg.kind == "vae":
-        from .autoencoder import VAERun as R
-    elif cfg.kind == "gan":
-        from .gan import GANRun as R
-    elif cfg.kind == "dqn":
-        from .dqn import DQNRun as R
-    else:  # pragma: no cover - resolve() only makes these kinds
+    """The run object of ``cfg.kind`` (``.run(resume=False) -> summary``): the class its
+    :data:`dlspec.registry.OBJECTIVES` entry names."""
+    import importlib
+
+    from ..registry import OBJECTIVES
+
+    entry = OBJECTIVES.get(cfg.kind)
+    if entry is None or cfg.kind == "classifier":  # pragma: no cover - resolve() only makes the other kinds
         raise ValueError(cfg.kind)
-    return R(prog, cfg, run_dir, log, ui)
+    module, _, name = entry.runner.partition(":")
+    return getattr(importlib.import_module(module), name)(prog, cfg, run_dir, log, ui)
 
 
 def train_command(args, prog, cfg: ObjectiveConfig, run_dir: Path | None = None, resume: bool = False) -> int:
@@ -89,6 +88,16 @@ def resume_objective(args, run_dir: Path, overrides: dict[str, Any]) -> int | No
     except Exception as e:  # noqa: BLE001
         raise UsageError(f"{run_dir}/config.json is not a valid run configuration: {e}") from None
     check_resume_overrides(overrides)
+    episodes = getattr(args, "episodes", None)
+    if cfg.kind == "dqn":
+        if "epochs" in overrides:
+            raise UsageError("--epochs does not apply to 'train dqn' (it learns from its environment; use --episodes)")
+        if episodes is not None:
+            if episodes < 1:
+                raise UsageError(f"--episodes must be positive, got {episodes}")
+            overrides = {**overrides, "episodes": episodes}
+    elif episodes is not None:
+        raise UsageError(f"--episodes applies to 'train dqn' only; 'train {cfg.kind}' trains for --epochs")
     cfg = cfg.model_copy(update=overrides)
     prog = load(run_dir / "spec.dl", name=str(run_dir / "spec.dl"))
     atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))

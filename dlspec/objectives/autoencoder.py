@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .base import EpochRun
-from .common import decode, fit_shape, item, latent_size, output_range, realize_before_step, save_grid
+from .common import decode, item, latent_size, output_range, realize_before_step, save_grid
 
 
 class AutoencoderRun(EpochRun):
@@ -29,15 +29,11 @@ class AutoencoderRun(EpochRun):
     curves = ("train_loss", "test_loss", "test_mse")
 
     def setup(self) -> None:
-        from .. import optim
-
         c = self.cfg
         self.net = self.prog.build(c.model, device=c.device, seed=c.seed)
         self.device = self.net.device
-        self.shape = fit_shape(self.net, self.train_data, c)
-        self.opt = optim.make_optimizer(
-            c.optimizer, self.net.parameters(), c.lr, weight_decay=c.weight_decay, clip=c.clip, **c.optimizer_options
-        )
+        self.shape = self.fit_shape(self.net)
+        self.opt = self.optimizer(self.net.parameters(), c.optimizer, c.lr, c.optimizer_options)
         self._step = self._eval = None
         self.range = output_range(self.net.graph, self._recon_node())
         self.log(

@@ -4,9 +4,11 @@ A subclass builds its nets, optimizers and TinyJit steps in :meth:`EpochRun.setu
 fixed-shape batch in :meth:`EpochRun.train_batch` (returning floats to average), evaluates on the
 test split in :meth:`EpochRun.evaluate`, and draws its images in :meth:`EpochRun.images`. The loop
 writes ``metrics.jsonl`` (one flat line per epoch), ``last.safetensors`` (every net and optimizer,
-atomically), the learning curves (``curves.svg`` / ``curves.png``) and ``summary.json``. Batches are
-a pure function of (seed, epoch), so ``--resume`` continues exactly after the last finished epoch.
-"""
+atomically, the one it replaces kept as ``last.prev.safetensors``), the learning curves
+(``curves.svg`` / ``curves.png``) and ``summary.json``. Batches, host-side noise and tinygrad's random
+stream (reseeded in place: :func:`dlspec.resume.reseed`) are a pure function of (seed, epoch), so
+``--resume`` continues bit-identically after the last finished epoch; a damaged checkpoint, another
+spec or other data are refused (:mod:`dlspec.resume`)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,20 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..train import atomic_write_text, file_digest
-from .common import Bars, Record, Staging, clock, finite, load_checkpoint, load_images, need_batches, plot_curves, save_checkpoint
+from ..train import TrainError, atomic_write_text, file_digest
+from .common import (
+    Bars,
+    Record,
+    Staging,
+    clock,
+    finite,
+    fit_shape,
+    load_checkpoint,
+    load_images,
+    need_batches,
+    plot_curves,
+    save_checkpoint,
+)
 
 
 class EpochRun:
@@ -27,9 +41,12 @@ class EpochRun:
     curves: tuple[str, ...] = ("train_loss", "test_loss")
 
     def __init__(self, prog, cfg, run_dir: Path, log: Callable[[str], None], ui: Any = None):
+        from ..train import SpecPlaces
+
         self.prog, self.cfg, self.dir, self.log = prog, cfg, Path(run_dir), log
         self.bars = Bars(ui, log)
         self._staging: dict[tuple, Staging] = {}
+        self.places = SpecPlaces(prog, cfg)
 
     # to override ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -51,14 +68,38 @@ class EpochRun:
         return " ".join(f"{k} {v:.4f}" for k, v in m.items())
 
     # shared --------------------------------------------------------------------------------------
-    def load_data(self) -> None:
-        from .. import data
+    def optimizer(self, params: list, name: str, lr: float, options: dict[str, Any], role: str = ""):
+        """``optimizer name`` over ``params``; a bad option is an error at the spec line that set it."""
+        from .. import optim
+        from ..train import OPTIMIZER_FIELDS
 
         c = self.cfg
-        self.train_data = load_images(c, "train")
-        self.test_data = load_images(c, "test")
-        need_batches(self.train_data, c.batch, c)
-        need_batches(self.test_data, c.batch, c)
+        try:
+            return optim.make_optimizer(name, params, lr, weight_decay=c.weight_decay, clip=c.clip, **options)
+        except (ValueError, TypeError) as e:
+            fields = (f"{role}optimizer", f"{role}optimizer_options", f"{role}lr") if role else OPTIMIZER_FIELDS
+            raise self.places.error(f"optimizer {name}: {e}", *fields, "weight_decay", "clip") from None
+
+    def fit_shape(self, net, what: str = "input") -> tuple[int, ...]:
+        """The shape ``net``'s input takes the data's samples in (:func:`.common.fit_shape`); a misfit is
+        an error at the spec's ``data`` line."""
+        try:
+            return fit_shape(net, self.train_data, self.cfg, what)
+        except TrainError as e:
+            raise self.places.locate(e, "data", "data_options") from None
+
+    def load_data(self) -> None:
+        from .. import data
+        from ..errors import DlspecError
+
+        c = self.cfg
+        try:
+            self.train_data = load_images(c, "train")
+            self.test_data = load_images(c, "test")
+            need_batches(self.train_data, c.batch, c)
+            need_batches(self.test_data, c.batch, c)
+        except DlspecError as e:
+            raise self.places.locate(e, "data", "data_options", "data_dir", "limit") from None
         self.loader = data.Loader(self.train_data, c.batch, c.seed, shuffle=True, drop_last=True)
         self.test_loader = data.Loader(self.test_data, c.batch, c.seed, shuffle=False, drop_last=True)
 
@@ -75,15 +116,24 @@ class EpochRun:
         return st.set(x)
 
     def run(self, resume: bool = False) -> dict[str, Any]:
-        from tinygrad import Tensor
+        from .. import resume as exact
 
         c = self.cfg
+        last = self.dir / "last.safetensors"
         self.spec_sha = file_digest(self.dir / "spec.dl") if (self.dir / "spec.dl").exists() else ""
+        meta = exact.check(last) if resume else {}  # a damaged checkpoint fails before the data are loaded
         self.load_data()
+        self.data_sha = exact.data_digest(self.train_data, self.test_data)
+        if resume:
+            exact.check_identity(last, meta, self.dir / "spec.dl", self.spec_sha, c.data, self.data_sha)
+            if meta.get("kind", self.kind) != self.kind or meta.get("model", c.model) != c.model:
+                raise TrainError(
+                    f"{last}: the checkpoint holds a 'train {meta.get('kind')} {meta.get('model')}' run, not 'train {self.kind} {c.model}'"
+                )
         self.setup()
         start, step = 0, 0
         if resume:
-            meta = load_checkpoint(self.dir / "last.safetensors", self.parts())
+            meta = load_checkpoint(last, self.parts(), verify=False)
             start, step = int(meta.get("epoch", 0)), int(meta.get("step", 0))
             self.log(f"resumed after epoch {start} (step {step})")
         rec = Record(self.dir)
@@ -91,7 +141,7 @@ class EpochRun:
         steps = self.loader.steps_per_epoch()
         started, samples = clock(), 0
         for epoch in range(start, c.epochs):
-            Tensor.manual_seed(c.seed * 100_003 + epoch)
+            exact.reseed(self.device, exact.epoch_seed(c.seed, epoch))
             rng = np.random.default_rng([c.seed, epoch, 0x0B1EC])
             self.bars.start(epoch, c.epochs, steps)
             sums: dict[str, float] = defaultdict(float)
@@ -123,12 +173,21 @@ class EpochRun:
                 "samples_per_s": round(n * c.batch / seconds, 1),
             }
             self.images(epoch + 1)
-            save_checkpoint(
-                self.dir / "last.safetensors",
-                self.parts(),
-                {"epoch": str(epoch + 1), "step": str(step), "kind": self.kind, "model": c.model, "spec_sha256": self.spec_sha},
-            )
+            # the line before the checkpoint: killed in between, the resumed run drops it (Record.keep) and redoes the
+            # epoch; the other way round a checkpointed epoch would have no line
             rec.add(record)
+            save_checkpoint(
+                last,
+                self.parts(),
+                {
+                    "epoch": str(epoch + 1),
+                    "step": str(step),
+                    "kind": self.kind,
+                    "model": c.model,
+                    exact.SPEC_KEY: self.spec_sha,
+                    exact.DATA_KEY: self.data_sha,
+                },
+            )
             plot_curves(self.dir / "curves", rec.series(*self.curves), title=f"{c.model} ({self.kind})")
             self.log(
                 f"epoch {epoch + 1}/{c.epochs}: "

@@ -270,9 +270,13 @@ def output_range(graph, node: str | None = None) -> tuple[float, float]:
 # ---- checkpoints -----------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, parts: dict[str, Any], meta: dict[str, Any]) -> None:
-    """``{prefix: net or optimizer}`` → one safetensors file (atomic), ``meta`` as metadata."""
-    from ..backends.tinygrad import save_state
+def save_checkpoint(path: Path, parts: dict[str, Any], meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
+    """``{prefix: net or optimizer}`` (and host ``arrays``, e.g. a replay buffer) → one safetensors
+    file, written atomically with its tensors' digest (:func:`dlspec.resume.save`); ``meta`` as
+    metadata. ``last.safetensors`` keeps the checkpoint it replaces as ``last.prev.safetensors``."""
+    from tinygrad import Tensor
+
+    from .. import resume
     from ..optim import optimizer_state
 
     sd = {}
@@ -281,15 +285,26 @@ def save_checkpoint(path: Path, parts: dict[str, Any], meta: dict[str, Any]) -> 
             sd.update({f"{prefix}.{k}": v for k, v in obj.state_dict().items()})
         else:
             sd.update(optimizer_state(obj, prefix=f"{prefix}."))
-    save_state(sd, path, metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
+    device = next(iter(sd.values())).device if sd else None
+    for k, a in (arrays or {}).items():
+        sd[k] = Tensor(np.ascontiguousarray(a), device=device)
+    text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    resume.save(path, sd, text, backup=Path(path).name == "last.safetensors")
 
 
-def load_checkpoint(path: Path, parts: dict[str, Any]) -> dict[str, str]:
-    """Restore ``parts`` (as :func:`save_checkpoint` wrote them); returns the metadata."""
+def load_checkpoint(path: Path, parts: dict[str, Any], verify: bool = True) -> dict[str, str]:
+    """Restore ``parts`` (as :func:`save_checkpoint` wrote them); returns the metadata. With
+    ``verify`` the checkpoint's header and tensors are checked first (:func:`dlspec.resume.check`)."""
+    from .. import resume
     from ..backends.tinygrad import read_weights
+    from ..errors import DlspecError
     from ..optim import load_optimizer_state
 
-    sd = read_weights(path)
+    meta = resume.check(path, advice=Path(path).name == "last.safetensors") if verify else metadata(path)
+    try:
+        sd = read_weights(path)
+    except DlspecError as e:
+        raise TrainError(e.diagnostics) from None
     for prefix, obj in parts.items():
         try:
             if hasattr(obj, "state_dict"):
@@ -298,7 +313,14 @@ def load_checkpoint(path: Path, parts: dict[str, Any]) -> dict[str, str]:
                 load_optimizer_state(obj, sd, prefix=f"{prefix}.")
         except (KeyError, ValueError) as e:
             raise TrainError(f"{path}: '{prefix}' state does not fit ({e})") from None
-    return metadata(path)
+    return meta
+
+
+def read_arrays(path: Path, prefix: str) -> dict[str, np.ndarray]:
+    """The host arrays saved under ``prefix.`` in a checkpoint (see :func:`save_checkpoint`)."""
+    from ..backends.tinygrad import read_arrays as read
+
+    return {k[len(prefix) + 1 :]: v for k, v in read(path).items() if k.startswith(prefix + ".")}
 
 
 def metadata(path: Path) -> dict[str, str]:

@@ -13,24 +13,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import Diagnostic, Note, UsageError
+from ..registry import OBJECTIVES
 from ..train import TrainError
 
-#: settings each objective takes (beyond these, a setting is an error at its span)
-COMMON = ("data", "loss", "optimizer", "batch", "epochs", "steps", "seed", "device", "weight_decay", "clip")
-ALLOWED: dict[str, tuple[str, ...]] = {
-    "autoencoder": COMMON + ("noise",),
-    "vae": COMMON + ("latent", "beta"),
-    "gan": COMMON + ("noise", "label_smoothing", "d_optimizer", "g_optimizer"),
-    "dqn": ("loss", "optimizer", "batch", "steps", "seed", "device", "weight_decay", "clip")
-    + ("env", "gamma", "buffer", "target_update", "epsilon", "episodes", "warmup"),
-}
-LOSSES: dict[str, tuple[str, ...]] = {
-    "autoencoder": ("mse", "bce", "bce_logits", "l1"),
-    "vae": ("bce", "bce_logits", "mse"),
-    "gan": ("bce_logits", "bce"),
-    "dqn": ("huber", "mse"),
-}
-DEFAULT_LOSS = {"autoencoder": "mse", "vae": "bce", "gan": "bce_logits", "dqn": "huber"}
+#: settings each objective takes (beyond these, a setting is an error at its span): :data:`dlspec.registry.OBJECTIVES`
+ALLOWED: dict[str, tuple[str, ...]] = {name: e.settings for name, e in OBJECTIVES.items() if e.settings is not None}
+#: the losses each objective can use
+LOSSES: dict[str, tuple[str, ...]] = {name: e.losses for name, e in OBJECTIVES.items() if name != "classifier"}
+DEFAULT_LOSS = {name: e.default_loss for name, e in OBJECTIVES.items() if name != "classifier"}
 #: environments ``train dqn`` runs (Gymnasium ids, observation size, actions)
 ENVS: dict[str, tuple[str, int, int]] = {"cartpole": ("CartPole-v1", 4, 2)}
 #: overrides that do not apply to an objective

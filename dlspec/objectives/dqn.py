@@ -13,6 +13,12 @@ action selection a ``(1, obs)`` observation. Every ``eval_every`` episodes the g
 play ``eval_episodes`` (100) greedy episodes: CartPole-v1 counts as solved at a mean return ≥ 195
 (v0's threshold; v1 caps episodes at 500). ``metrics.jsonl`` has one line per episode.
 
+At every evaluation ``last.safetensors`` is written atomically with everything the next episode
+depends on: both networks, the optimizer, the replay buffer, the env-step and update counters (ε
+and the target refresh follow from them) and the exploration/minibatch RNG's state; the
+environment is reseeded at every episode start from (seed, episode), tinygrad's stream (dropout)
+too. ``--resume`` continues bit-identically from the last evaluation (``--episodes N`` extends a run).
+
 Gymnasium is an optional dependency: ``pip install 'dlspec[rl]'``.
 """
 
@@ -27,6 +33,9 @@ import numpy as np
 from ..train import TrainError, atomic_write_text, file_digest
 from .common import Bars, Record, Staging, clock, copy_weights, finite, item, plot_curves, realize_before_step, save_checkpoint
 from .config import ENVS
+
+#: the checkpoint metadata key of the loop's own state (position, counters, RNG, replay position)
+STATE_KEY = "dqn_state"
 
 
 def gymnasium():
@@ -63,6 +72,26 @@ class Replay:
     def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, ...]:
         idx = rng.integers(0, self.n, batch)
         return self.s[idx], self.a[idx], self.r[idx], self.s2[idx], self.d[idx]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The stored transitions (the first ``n`` rows of each array), for a checkpoint."""
+        return {k: getattr(self, k)[: self.n] for k in ("s", "a", "r", "s2", "d")}
+
+    def position(self) -> dict[str, int]:
+        return {"capacity": self.capacity, "n": self.n, "i": self.i}
+
+    def restore(self, arrays: dict[str, np.ndarray], position: dict[str, int]) -> None:
+        """Undo :meth:`arrays` and :meth:`position` (a ``ValueError`` if they do not fit this buffer)."""
+        if position["capacity"] != self.capacity or not 0 <= position["i"] < self.capacity or not 0 <= position["n"] <= self.capacity:
+            raise ValueError(f"a replay buffer of {position['capacity']} transitions does not fit one of {self.capacity}")
+        n = position["n"]
+        for k in ("s", "a", "r", "s2", "d"):
+            mine = getattr(self, k)
+            a = arrays[k]
+            if a.shape != (n, *mine.shape[1:]):
+                raise ValueError(f"replay '{k}' has shape {a.shape}, expected {(n, *mine.shape[1:])}")
+            mine[:n] = a
+        self.n, self.i = n, position["i"]
 
 
 def epsilon_at(step: int, start: float, end: float, decay: int) -> float:
@@ -199,29 +228,46 @@ class DQNRun:
     def run(self, resume: bool = False) -> dict[str, Any]:
         from tinygrad import Tensor
 
-        if resume:
-            raise TrainError("'train dqn' runs cannot be resumed (the replay buffer is not saved); start a new run")
+        from .. import resume as exact
+        from ..train import OPTIMIZER_FIELDS, SpecPlaces
+
         gym = gymnasium()
         c = self.cfg
         env_id, _, _ = ENVS[c.env]
+        last = self.dir / "last.safetensors"
+        spec_sha = file_digest(self.dir / "spec.dl") if (self.dir / "spec.dl").exists() else ""
+        meta: dict[str, str] = {}
+        if resume:  # a damaged checkpoint, or one of another spec, fails before anything is built
+            meta = exact.check(last)
+            exact.check_identity(last, meta, self.dir / "spec.dl", spec_sha, c.env, None)
+            if meta.get("kind", "dqn") != "dqn" or meta.get("model", c.model) != c.model:
+                raise TrainError(
+                    f"{last}: the checkpoint holds a 'train {meta.get('kind')} {meta.get('model')}' run, not 'train dqn {c.model}'"
+                )
+            if STATE_KEY not in meta:
+                raise TrainError(
+                    f"{last}: the checkpoint holds no replay buffer (an earlier dlspec wrote it); it cannot be resumed: start a new run"
+                )
         env, eval_env = gym.make(env_id), gym.make(env_id)
         Tensor.manual_seed(c.seed)
-        self.agent = a = QLearner(
-            self.prog,
-            c.model,
-            batch=c.batch,
-            gamma=c.gamma,
-            loss=c.loss,
-            delta=float(c.loss_options.get("delta", 1.0)),
-            optimizer=c.optimizer,
-            lr=c.lr,
-            optimizer_options=c.optimizer_options,
-            weight_decay=c.weight_decay,
-            clip=c.clip,
-            device=c.device,
-            seed=c.seed,
-        )
-        spec_sha = file_digest(self.dir / "spec.dl") if (self.dir / "spec.dl").exists() else ""
+        try:
+            self.agent = a = QLearner(
+                self.prog,
+                c.model,
+                batch=c.batch,
+                gamma=c.gamma,
+                loss=c.loss,
+                delta=float(c.loss_options.get("delta", 1.0)),
+                optimizer=c.optimizer,
+                lr=c.lr,
+                optimizer_options=c.optimizer_options,
+                weight_decay=c.weight_decay,
+                clip=c.clip,
+                device=c.device,
+                seed=c.seed,
+            )
+        except (ValueError, TypeError) as e:
+            raise SpecPlaces(self.prog, c).error(f"optimizer {c.optimizer}: {e}", *OPTIMIZER_FIELDS) from None
         self.log(
             f"device {a.device}; {c.model}: {a.q.num_params()[0]:,} params; env {env_id}; {c.episodes} episodes, buffer {c.buffer}, batch {c.batch}, "
             f"γ {c.gamma}, target every {c.target_update} updates, ε {c.epsilon}→{c.epsilon_end} over {c.epsilon_decay} steps, warm-up {c.warmup} steps"
@@ -229,12 +275,31 @@ class DQNRun:
         rng = np.random.default_rng([c.seed, 0xD0])
         replay = Replay(c.buffer, a.obs_shape)
         rec = Record(self.dir)
-        steps, best, best_ep = 0, None, 0
+        start, steps, best, best_ep = 0, 0, None, 0
+        if resume:
+            from .common import load_checkpoint, read_arrays
+
+            load_checkpoint(last, self.parts(), verify=False)
+            try:
+                state = json.loads(meta[STATE_KEY])
+                start, steps, best, best_ep, a.updates = (
+                    state["episode"],
+                    state["steps"],
+                    state["best"],
+                    state["best_episode"],
+                    state["updates"],
+                )
+                rng.bit_generator.state = state["rng"]
+                replay.restore(read_arrays(last, "replay"), state["replay"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise TrainError(f"{last}: the checkpoint's DQN state is not readable ({type(e).__name__}: {e})") from None
+            self.log(f"resumed after episode {start} ({steps:,} env steps, {a.updates:,} updates)")
+        rec.keep(start, key="episode")
         started = clock()
         self.bars.start(0, 1, c.episodes)
-        evals: list[tuple[int, float]] = []
-        for ep in range(c.episodes):
-            obs, _ = env.reset(seed=c.seed * 1_000_003 + ep)
+        for ep in range(start, c.episodes):
+            exact.reseed(a.device, exact.epoch_seed(c.seed, ep))  # dropout in the Q-network: a function of (seed, episode)
+            obs, _ = env.reset(seed=c.seed * 1_000_003 + ep)  # the environment's RNG: a function of (seed, episode)
             total, losses, done = 0.0, [], False
             while not done:
                 eps = epsilon_at(steps, c.epsilon, c.epsilon_end, c.epsilon_decay)
@@ -260,22 +325,40 @@ class DQNRun:
             if (ep + 1) % c.eval_every == 0 or ep + 1 == c.episodes:
                 ev = float(np.mean(self.evaluate(eval_env, 10, 10_000 + ep)))
                 record["eval_return"] = ev
-                evals.append((ep + 1, ev))
                 if best is None or ev > best:
                     best, best_ep = ev, ep + 1
                     save_checkpoint(
                         self.dir / "best.safetensors",
                         {"model": a.q},
-                        {"episode": str(ep + 1), "eval_return": str(ev), "model": c.model, "spec_sha256": spec_sha},
+                        {"episode": str(ep + 1), "eval_return": str(ev), "model": c.model, exact.SPEC_KEY: spec_sha},
                     )
             rec.add(record)
             recent = [r["return"] for r in rec.history[-20:]]
             self.bars.step(ep + 1, f"return {total:.0f} (mean of last 20: {np.mean(recent):.1f})  ε {eps:.3f}  {steps:,} steps")
             if record.get("eval_return") is not None:
+                # everything the next episode depends on, in one atomic file: weights, optimizer, replay, ε (a
+                # function of the env steps), the exploration/minibatch RNG; the environment is reseeded per episode
+                state = {
+                    "episode": ep + 1,
+                    "steps": steps,
+                    "best": best,
+                    "best_episode": best_ep,
+                    "updates": a.updates,
+                    "rng": rng.bit_generator.state,
+                    "replay": replay.position(),
+                }
                 save_checkpoint(
-                    self.dir / "last.safetensors",
+                    last,
                     self.parts(),
-                    {"episode": str(ep + 1), "steps": str(steps), "kind": "dqn", "model": c.model, "spec_sha256": spec_sha},
+                    {
+                        "episode": str(ep + 1),
+                        "steps": str(steps),
+                        "kind": "dqn",
+                        "model": c.model,
+                        exact.SPEC_KEY: spec_sha,
+                        STATE_KEY: json.dumps(state),
+                    },
+                    arrays={f"replay.{k}": v for k, v in replay.arrays().items()},
                 )
                 plot_curves(self.dir / "returns", _return_series(rec.history), xlabel="episode", title=f"{c.model} on {env_id}")
                 self.log(

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .base import EpochRun
-from .common import fit_shape, item, output_range, realize_before_step, save_grid
+from .common import item, output_range, realize_before_step, save_grid
 
 BUFFER_KEYS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -33,23 +33,17 @@ class GANRun(EpochRun):
     def setup(self) -> None:
         from tinygrad import Tensor
 
-        from .. import optim
-
         c = self.cfg
         self.G = self.prog.build(c.models["generator"], device=c.device, seed=c.seed)
         self.D = self.prog.build(c.models["discriminator"], device=c.device, seed=c.seed + 1)
         self.device = self.G.device
-        self.shape = fit_shape(self.D, self.train_data, c, "input (the discriminator's)")
+        self.shape = self.fit_shape(self.D, "input (the discriminator's)")
         self.zdim = int(self.G.shapes.types[self.G.input_names[0]].sample[0])
         lo, hi = self.range = output_range(self.G.graph)
         self.scale = (hi - lo, lo)  # data in [0, 1] → the generator's range
         self.logits = c.loss == "bce_logits"
-        self.d_opt = optim.make_optimizer(
-            c.d_optimizer, self.D.parameters(), c.d_lr, weight_decay=c.weight_decay, clip=c.clip, **c.d_optimizer_options
-        )
-        self.g_opt = optim.make_optimizer(
-            c.g_optimizer, self.G.parameters(), c.g_lr, weight_decay=c.weight_decay, clip=c.clip, **c.g_optimizer_options
-        )
+        self.d_opt = self.optimizer(self.D.parameters(), c.d_optimizer, c.d_lr, c.d_optimizer_options, role="d_")
+        self.g_opt = self.optimizer(self.G.parameters(), c.g_optimizer, c.g_lr, c.g_optimizer_options, role="g_")
         self.bufs = _buffers(self.G) + _buffers(self.D)
         self.fixed_z = Tensor(self.noise(np.random.default_rng([c.seed, 0xF1C5ED]), 64), device=self.device).realize()
         self._d = self._g = self._eval = None

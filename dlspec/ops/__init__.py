@@ -6,10 +6,28 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from . import activation, attention, conv, dense, dropout, embedding, merge, norm, pad, pool, recurrent, reshape, sample, structure
+from . import (
+    activation,
+    attention,
+    conv,
+    dense,
+    dropout,
+    embedding,
+    merge,
+    norm,
+    pad,
+    pool,
+    recurrent,
+    reduce,
+    reshape,
+    sample,
+    structure,
+    tensor,
+)
 from .base import Op, OpParams
 
 _MODULES = (dense, conv, pool, pad, reshape, norm, dropout, embedding, activation, attention, recurrent, merge, sample, structure)
+_MODULES += (tensor, reduce)
 
 
 def _collect() -> dict[str, type[Op]]:
@@ -24,6 +42,8 @@ def _collect() -> dict[str, type[Op]]:
 CATALOGUE: dict[str, type[Op]] = _collect()
 #: ops users may write (internal ones are created by the compiler)
 INTERNAL = frozenset({"input", "cell", "step_in", "arith"})
+#: made by the expander from the spec's own syntax: subscripts `x[:, 0]` and `param` statements
+INTERNAL = INTERNAL | {"slice", "param"}
 USER_OPS = sorted(k for k in CATALOGUE if k not in INTERNAL)
 
 AnyParams = Annotated[Union[tuple(op.Params for op in CATALOGUE.values())], Field(discriminator="op")]

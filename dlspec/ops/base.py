@@ -22,11 +22,14 @@ class Slot:
     """One tensor of a layer's state dict: its key under the layer's path (PyTorch's name, e.g.
     ``weight``, ``running_mean``, ``out_proj.bias``), its shape (PyTorch's layout), whether it is
     a buffer (not trained), its dtype, and how it is initialised (PyTorch's defaults):
-    ``("uniform", bound)`` U(−bound, bound), ``("normal", std)``, ``("full", value)``."""
+    ``("uniform", bound)`` U(−bound, bound), ``("normal", std[, mean])``, ``("full", value)``,
+    ``("uniform_range", low, high)`` U(low, high), ``("trunc_normal", std, mean, low, high)``
+    (N(mean, std²) cut to [low, high], as ``torch.nn.init.trunc_normal_``). An empty name means
+    the layer's path itself is the key (a ``param``: ``class_token``, ``encoder.pos_embedding``)."""
 
     name: str
     shape: tuple[int, ...]
-    init: tuple[str, float]
+    init: tuple[Any, ...]
     buffer: bool = False
     dtype: str = "float32"
 

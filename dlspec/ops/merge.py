@@ -47,6 +47,8 @@ class Concat(Op):
             total = dadd(total, t.shape[axis])
         shape = list(ins[0].shape)
         shape[axis] = total
+        # a learned or constant tensor (batch axis 1) is broadcast over the batch, as PyTorch's `expand`
+        shape[0] = next((t.shape[0] for t in ins if t.shape[0] != 1), 1)
         return TensorType(tuple(shape), ins[0].dtype)
 
     @classmethod

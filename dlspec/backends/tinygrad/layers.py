@@ -295,7 +295,7 @@ class AttentionLayer:
             keep = Tensor.ones(tq, tk, device=q.device, dtype="bool").tril(0)
         seen = None
         if mask is not None:
-            m = mask.cast("bool").reshape(n, *([1] * (4 - mask.ndim)), *mask.shape[1:])
+            m = mask.cast("bool").reshape(mask.shape[0], *([1] * (4 - mask.ndim)), *mask.shape[1:])  # a constant mask: batch 1
             keep = m if keep is None else keep & m
             # a query with every key masked: output 0 as PyTorch's scaled_dot_product_attention,
             # not the NaN of a softmax over −∞ alone (which would spread to the loss and gradients)
@@ -502,6 +502,149 @@ def _reshape(node, p, ins, out, low):
     return lambda x: x.reshape(x.shape[0], *dims)
 
 
+# ---- tensors: subscripts, pieces, crops, learned and constant tensors, reductions -------------------
+
+
+def _batched(xs):
+    """Tensors with a batch axis of 1 (learned or constant ones) expanded to the others' batch."""
+    n = max(x.shape[0] for x in xs)
+    return [x.expand(n, *x.shape[1:]) if x.shape[0] != n else x for x in xs]
+
+
+def _slice(node, p, ins, out, low):
+    from ...ops.tensor import resolve_items, show_items
+
+    items = resolve_items(p.items, ins[0].rank, node.path)
+    index = tuple(it if isinstance(it, int) else slice(*it) for it in items)
+    # axes whose size is known only at run time: the bounds the static shape assumed must hold
+    need = []
+    for k, (it, d) in enumerate(zip(items, ins[0].shape)):
+        if not isinstance(d, int):
+            start, stop = (it, None) if isinstance(it, int) else it[:2]
+            least = [start + 1 if start >= 0 else -start] if start is not None else []  # a position inside the axis
+            least += [stop if stop >= 0 else 1 - stop] if stop is not None else []  # an end within it
+            if least:
+                need.append((k, max(least)))
+
+    def run(x):
+        for k, n in need:
+            if x.shape[k] < n:
+                raise UsageError(f"{node.path} {show_items(p.items)} at {node.span} needs axis {k} of size {n} or more, got {x.shape[k]}")
+        return x[index]
+
+    return run
+
+
+def _pieces(node, p, ins, out, low):
+    from ... import ops
+
+    op = ops.get(node.op)
+    axis = p.axis + ins[0].rank if p.axis < 0 else p.axis
+
+    def run(x):
+        _, a, b = op.piece_bounds(p, x.shape[axis])
+        return x.shrink(tuple((a, b) if k == axis else (0, d) for k, d in enumerate(x.shape)))
+
+    return run
+
+
+def _crop(node, p, ins, out, low):
+    def run(x, like=None):
+        n = x.ndim - 2
+        want = like.shape[2:] if like is not None else (p.size if isinstance(p.size, tuple) else (p.size,) * n)
+        box = [(0, x.shape[0]), (0, x.shape[1])]
+        for d, o in zip(x.shape[2:], want):
+            box.append(((d - o) // 2, (d - o) // 2 + o))
+        return x.shrink(tuple(box))
+
+    return run
+
+
+class ParamLayer:
+    """A learned tensor (``param``): its one state-dict entry is the layer's path itself (the
+    ``_asdict`` that ``get_state_dict`` reads gives it the empty name); called, it is ``(1, *shape)``."""
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def _asdict(self):
+        return {"": self.weight}
+
+    def __call__(self):
+        return self.weight.reshape(1, *self.weight.shape)
+
+
+def _param(node, p, ins, out, low):
+    return ParamLayer(Tensor(low.init[node.path]))
+
+
+def _dtype(name: str):
+    from . import DTYPES
+
+    return DTYPES[name]
+
+
+def _constant(node, p, ins, out, low):
+    from tinygrad import Device
+
+    from ... import ops
+
+    device, dtype = Device.DEFAULT, _dtype(ops.get(node.op).dtype(p))  # built inside the net's device context
+    value = {"zeros": 0, "ones": 1}.get(node.op, getattr(p, "value", 0))
+    return lambda: Tensor.full((1, *p.shape), value, dtype=dtype, device=device)
+
+
+def _arange(node, p, ins, out, low):
+    from tinygrad import Device
+
+    from ... import ops
+
+    device, dtype = Device.DEFAULT, _dtype(ops.get(node.op).dtype(p))
+    n = out.shape[1]
+
+    def run():  # start + i·step for i < n: torch.arange's values (a float step is not accumulated)
+        i = Tensor.arange(n).to(device)
+        if dtype.name.startswith(("float", "bfloat", "half")):
+            return (i.cast(dtype) * p.step + p.start).reshape(1, n)
+        return (i * p.step + p.start).cast(dtype).reshape(1, n)
+
+    return run
+
+
+def _reduce(node, p, ins, out, low):
+    rank = ins[0].rank
+    axes = (
+        tuple(range(1, rank))
+        if p.axis is None
+        else tuple(a + rank if a < 0 else a for a in (p.axis if isinstance(p.axis, tuple) else (p.axis,)))
+    )
+    to_int = node.op == "sum" and not ins[0].is_float()
+
+    def run(x):
+        if to_int:
+            x = x.cast("int64")
+        return getattr(x, node.op)(axis=axes, keepdim=p.keepdim)
+
+    return run
+
+
+def matmul(a, b):
+    """``torch.matmul`` per sample: a ``(N, k)`` sample vector is a row on the left, a column on the
+    right; the batch axes line up, and the samples' other leading axes broadcast right-aligned."""
+    va, vb = a.ndim == 2, b.ndim == 2
+    a2, b2 = (a.unsqueeze(-2) if va else a), (b.unsqueeze(-1) if vb else b)
+    if a2.ndim != b2.ndim:  # axes of 1 after the batch axis of the one with fewer
+        short, n = (a2, b2.ndim - a2.ndim) if a2.ndim < b2.ndim else (b2, a2.ndim - b2.ndim)
+        short = short.reshape(short.shape[0], *([1] * n), *short.shape[1:])
+        a2, b2 = (short, b2) if a2.ndim < b2.ndim else (a2, short)
+    y = a2 @ b2
+    if va:
+        y = y.squeeze(-2)
+    if vb:
+        y = y.squeeze(-1)
+    return y
+
+
 # ---- the table ----------------------------------------------------------------------------------
 
 
@@ -580,7 +723,7 @@ TRANSFORMS: dict[str, Callable] = {
     "lstm": _recurrent,
     "gru": _recurrent,
     "cell": _cell,
-    "concat": lambda node, p, ins, out, low: lambda *xs: Tensor.cat(*xs, dim=p.axis) if len(xs) > 1 else xs[0],
+    "concat": lambda node, p, ins, out, low: lambda *xs: Tensor.cat(*_batched(xs), dim=p.axis) if len(xs) > 1 else xs[0],
     "add": _fixed(_add),
     "multiply": _fixed(_mul),
     "arith": _arith,
@@ -590,4 +733,22 @@ TRANSFORMS: dict[str, Callable] = {
     "permute": lambda node, p, ins, out, low: lambda x: x.permute(0, *p.dims),
     "upsample": _upsample,
     "sample": _fixed(sample),
+    # tensors (dlspec/ops/tensor.py) and reductions (dlspec/ops/reduce.py)
+    "slice": _slice,
+    "split": _pieces,
+    "chunk": _pieces,
+    "crop": _crop,
+    "param": _param,
+    "zeros": _constant,
+    "ones": _constant,
+    "full": _constant,
+    "arange": _arange,
+    "tril": lambda node, p, ins, out, low: lambda x: x.tril(p.diagonal),
+    "triu": lambda node, p, ins, out, low: lambda x: x.triu(p.diagonal),
+    "mean": _reduce,
+    "sum": _reduce,
+    "max": _reduce,
+    "min": _reduce,
+    "matmul": _fixed(matmul),
+    "transpose": lambda node, p, ins, out, low: lambda x: x.transpose(p.dim0, p.dim1),
 }

@@ -50,7 +50,12 @@ def unrolled() -> Iterator[None]:
 
 def _views(t: Tensor) -> list[Tensor]:
     """The time slices of a realized time-major tensor as zero-copy buffer views (one realize)."""
-    parts = [t[i].contiguous() for i in range(t.shape[0])]
+    if 1 in t.shape[1:]:
+        # tinygrad 0.14 crashes (SIGSEGV) on later steps that read views of a slice with a size-1
+        # axis (a batch of 1 through a cell that concatenates x and h): copy those slices instead
+        parts = [(t[i] + 0).contiguous() for i in range(t.shape[0])]
+    else:
+        parts = [t[i].contiguous() for i in range(t.shape[0])]
     Tensor.realize(*parts)
     return parts
 
