@@ -13,8 +13,8 @@ echo "== dlspec fmt --check specs/*.dl"
 $BIN/dlspec fmt --check specs/*.dl && echo "all specs are formatted"
 echo "== dlspec compile specs/lenet5.dl"
 $BIN/dlspec compile specs/lenet5.dl --batch 64
-echo "== dlspec train specs/lenet5.dl --data shapes (built-in data, 3 epochs on 6,000 images)"
-$BIN/dlspec train specs/lenet5.dl --data shapes --epochs 3 --lr 0.02 --out "$OUT" --quiet
+echo "== dlspec train specs/lenet5.dl --data shapes (built-in data, 6 epochs on 6,000 images, Adam)"
+$BIN/dlspec train specs/lenet5.dl --data shapes --epochs 6 --batch 64 --optimizer adam --lr 0.005 --out "$OUT" --quiet
 run=$(ls -td "$OUT"/LeNet5-* | head -n 1)
 echo "== dlspec eval (the run's best weights on the test split)"
 $BIN/dlspec eval specs/lenet5.dl --weights "$run/best.safetensors" --data shapes

@@ -11,6 +11,9 @@ Reports, in one run, a table on stdout (``--json`` for a JSON object instead):
     tinygrad, lark or pydantic got imported for it. Goal ≤ 0.3 s.
 (d) Shape inference, when ``dlspec.shapes.infer(graph)`` exists: its time on the ResNet-152
     and 10,000-layer graphs, as overhead relative to the front end. Goal ≤ 20 %.
+(e) TinyLlama-1.1B (``specs/tinyllama.dl``) → resolved, shaped IR in-process: text → AST →
+    IR → static shapes and costs (``dlspec.shapes.infer``), median of N runs after a warm-up,
+    each stage timed. Goal ≤ 50 ms.
 
 Run: ``.venv/bin/python bench/frontend.py`` (``--runs``, ``--json``, ``--quick``).
 """
@@ -39,11 +42,14 @@ import dlspec  # noqa: E402
 
 RESNET = ROOT / "specs" / "resnet.dl"
 PUBLISHED = {"ResNet50": 25_557_032, "ResNet152": 60_192_808}
+TINYLLAMA = ROOT / "specs" / "tinyllama.dl"
+TINYLLAMA_PARAMS = 1_100_048_384
 
 GOAL_RESNET_MS = 50.0
 GOAL_10K_MS = 1000.0
 GOAL_HELP_S = 0.3
 GOAL_SHAPES = 0.20
+GOAL_TINYLLAMA_MS = 50.0
 
 
 # ---- timing -----------------------------------------------------------------------
@@ -331,6 +337,51 @@ def bench_shapes(resnet: dict, generated: list[dict], runs: int) -> dict:
     return {"available": True, "rows": rows, "goal": GOAL_SHAPES}
 
 
+# ---- (e) TinyLlama → shaped IR ------------------------------------------------------------
+
+
+def bench_tinyllama(runs: int) -> dict:
+    from dlspec.shapes import infer
+
+    total, parse_t, expand_t, shape_t = _Clock(), _Clock(), _Clock(), _Clock()
+
+    def once():
+        with total:
+            with parse_t:
+                prog = dlspec.load(TINYLLAMA)  # text → AST, definitions collected
+            with expand_t:
+                g = prog.ir("TinyLlama")  # AST → validated IR
+            with shape_t:
+                s = infer(g)  # static shapes, params and MACs of every layer
+        return g, s
+
+    for _ in range(2):
+        once()
+    for c in (total, parse_t, expand_t, shape_t):
+        c.clear()
+    for _ in range(runs):
+        gc.collect()
+        g, s = once()
+    params = sum(c.params for c in s.costs.values())
+    return {
+        "file": str(TINYLLAMA.relative_to(ROOT)),
+        "nodes": len(g.nodes),
+        "runs": runs,
+        "total_ms": total.ms,
+        "min_total_ms": min(total.wall) * 1000,
+        "cpu_ms": total.cpu_ms,
+        "parse_ms": parse_t.ms,
+        "expand_ms": expand_t.ms,
+        "shapes_ms": shape_t.ms,
+        "parse_cpu_ms": parse_t.cpu_ms,
+        "expand_cpu_ms": expand_t.cpu_ms,
+        "shapes_cpu_ms": shape_t.cpu_ms,
+        "params": params,
+        "params_ok": params == TINYLLAMA_PARAMS,
+        "goal_ms": GOAL_TINYLLAMA_MS,
+    }
+
+
 # ---- report ----------------------------------------------------------------------------------
 
 
@@ -407,6 +458,18 @@ def report(res: dict) -> str:
                         _ok(r["overhead"] <= s["goal"]),
                     )
                 )
+    e = res["tinyllama"]
+    rows.append(
+        (
+            f"(e) TinyLlama-1.1B → shaped IR ({e['nodes']} nodes, median of {e['runs']})",
+            f"{e['total_ms']:.1f} ms (min {e['min_total_ms']:.1f})",
+            f"{e['cpu_ms']:.1f} ms",
+            "≤ 50 ms",
+            _ok(e["total_ms"] <= e["goal_ms"]),
+        )
+    )
+    for stage in ("parse", "expand", "shapes"):
+        rows.append((f"      {stage}", f"{e[stage + '_ms']:.1f} ms", f"{e[stage + '_cpu_ms']:.1f} ms", "", ""))
     head = ("measure", "wall: median (min)", "CPU: median", "goal", "")
     w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     sep = "  "
@@ -421,6 +484,9 @@ def report(res: dict) -> str:
     ]
     if not s["available"]:
         foot.append(f"shape inference: not available ({s['why']})")
+    foot.append(
+        f"TinyLlama params: {e['params']:,}" + (" — the published count" if e["params_ok"] else " — NOT the published 1,100,048,384")
+    )
     top = f"dlspec front-end benchmark — {res['date']}; {m['cpus']} CPUs, {m['platform']}; Python {m['python']}"
     return "\n".join([top, ""] + lines + [""] + foot)
 
@@ -442,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     res["generated"] = bench_generated([1000, 10_000], runs)
     res["help"] = bench_help(help_runs)
     res["shapes"] = bench_shapes(res["resnet"], res["generated"], runs)
+    res["tinyllama"] = bench_tinyllama(runs)
     if args.json:
         res["resnet"].pop("graph")
         for r in res["generated"]:
@@ -453,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         res["resnet"]["total_ms"] <= GOAL_RESNET_MS
         and all(r["total_ms"] <= GOAL_10K_MS for r in res["generated"] if r["layers"] >= 10_000)
         and res["help"]["median_s"] <= GOAL_HELP_S
+        and res["tinyllama"]["total_ms"] <= GOAL_TINYLLAMA_MS
     )
     return 0 if ok else 1
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import ast as A
 from .bounds import SourceProblem, decode, number_problem, read_bytes, read_source
-from .errors import Diagnostic, DlspecError, Note, ResolveError, Span, UsageError, suggest
+from .errors import Diagnostic, DlspecError, Note, ResolveError, Sources, Span, UsageError, current_sources, suggest, using_sources
 from .expand import Expander, Fail, Scope, _Silent
 from .ir import Graph, TrainSpec
 from .limits import deep
@@ -26,6 +26,7 @@ class Program:
         self.defs = defs
         self._trains = trains
         self._ir: dict[tuple, Graph] = {}
+        self.sources = Sources()  # the files it was parsed from (set by load): what its errors render with
 
     @property
     def models(self) -> list[str]:
@@ -40,10 +41,10 @@ class Program:
             problem = next(filter(None, map(number_problem, v if isinstance(v, (tuple, list)) else (v,))), None)
             if problem is not None:
                 raise UsageError(f"argument {k} of model '{name}' {problem}")
-        key = (name, tuple(sorted(args.items())))
+        key = (name, _args_key(args))
         if key not in self._ir:
-            with _gc_paused():
-                self._ir[key] = Expander(self.defs).model(self.defs[name], args)
+            with _gc_paused():  # a list from Python is a list of the language (a tuple), as a table
+                self._ir[key] = Expander(self.defs).model(self.defs[name], dict(key[1]))
         return self._ir[key]
 
     @deep(lambda self, model=None, *a, **k: _where(self, model))
@@ -53,7 +54,7 @@ class Program:
         from .shapes import infer
 
         name = self._model_name(model)
-        key = ("shapes", name, tuple(sorted(args.items())))
+        key = ("shapes", name, _args_key(args))
         if key not in self._ir:
             self._ir[key] = infer(self.ir(name, **args))
         return self._ir[key]
@@ -207,10 +208,27 @@ def load(source: str | Path, name: str | None = None) -> Program:
         top = []
     defs: dict[str, A.Def] = {}
     trains: list[A.Train] = []
-    with _gc_paused():
-        module = parse(text, file)
-        _collect(module, file, base, defs, trains, set(top), top, top=True)
-    return Program(file, module, defs, trains)
+    own = Sources()  # this program's files: its errors render from them, whatever else is loaded meanwhile
+    outer = current_sources()
+    try:
+        with _gc_paused(), using_sources(own):
+            module = parse(text, file)
+            _collect(module, file, base, defs, trains, set(top), top, top=True)
+    finally:
+        outer.text.update(own.text)  # the thread's registry too (what the CLI renders with)
+    prog = Program(file, module, defs, trains)
+    prog.sources = own
+    return prog
+
+
+def _args_key(args: dict[str, Any]) -> tuple:
+    """Model arguments as a cache key and as the expander takes them: lists (a table,
+    ``dims=[96, 192]``) become tuples, the language's lists."""
+
+    def frozen(v: Any) -> Any:
+        return tuple(map(frozen, v)) if isinstance(v, (list, tuple)) else v
+
+    return tuple(sorted((k, frozen(v)) for k, v in args.items()))
 
 
 @contextmanager

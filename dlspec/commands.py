@@ -220,7 +220,7 @@ def _draw_args(p) -> None:
     p.add_argument("--activations", action="store_true", help="give activations their own nodes (default: merged into the layer before)")
     p.add_argument("--fold-repeats", action="store_true", help="draw runs of identical repeat iterations once, with a ×N badge")
     p.add_argument("--cells", action="store_true", help="draw the inside of recurrent cells: gates, state and update equations")
-    p.add_argument("--phase", choices=("train", "eval"), default="train", help="eval hides dropout")
+    p.add_argument("--phase", choices=("train", "eval"), default="train", help="eval hides dropout and droppath")
 
 
 def _draw(args) -> int:
@@ -300,26 +300,12 @@ def _train_args(p) -> None:
 
 
 def _train(args) -> int:
-    import json
-    import shutil
     from pathlib import Path
 
     from . import load
-    from .errors import DlspecError, UsageError
-    from .progress import QuietUI, RichUI, print_summary
-    from .runfiles import WriteError
-    from .train import (
-        OVERRIDES,
-        RunConfig,
-        Trainer,
-        atomic_write_text,
-        check_resume_overrides,
-        file_digest,
-        resolve,
-        start_over,
-        start_run_dir,
-    )
-    from .train import stopped as write_stopped
+    from .errors import UsageError
+    from .loop import resume_command, train_command
+    from .train import OVERRIDES, file_digest, resolve
 
     overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
     if args.resume:
@@ -333,53 +319,13 @@ def _train(args) -> int:
                 f"{run_dir} was trained from another spec than {args.file} (sha256 {file_digest(run_dir / 'spec.dl')} of its spec.dl, "
                 f"{file_digest(Path(args.file))} of {args.file}); resume it without FILE, or start a new run"
             )
-        fresh = start_over(run_dir)  # no checkpoint yet: the run trains from its start, in this directory
-        from .objectives import resume_objective
-
-        done = resume_objective(args, run_dir, overrides)  # an autoencoder/vae/gan/dqn run
-        if done is not None:
-            return done
-        try:
-            cfg = RunConfig(**json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
-        except Exception as e:  # noqa: BLE001
-            raise UsageError(f"{run_dir}/config.json is not a valid run configuration: {e}") from None
-        check_resume_overrides(overrides)
-        try:
-            cfg = RunConfig(**{**cfg.model_dump(), **overrides})
-        except Exception as e:  # noqa: BLE001 - pydantic names the field
-            raise UsageError(f"bad --epochs/--device: {e}") from None
-        prog = load(run_dir / "spec.dl", name=str(run_dir / "spec.dl"))
-        atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
-    else:
-        if not args.file:
-            raise UsageError("give a spec FILE to train, or --resume DIR")
-        prog = load(Path(args.file))
-        cfg = resolve(prog, args.file, args.model, overrides, objectives=True)
-        prog.check()  # a spec with errors never trains
-        if cfg.kind != "classifier":  # train autoencoder / vae / gan / dqn: dlspec.objectives
-            from .objectives import train_command
-
-            return train_command(args, prog, cfg)
-        from .backends.tinygrad import check_device
-
-        check_device(cfg.device)  # a bad --device fails before a run directory is made
-        run_dir = start_run_dir(Path(args.out), cfg.model, args.file, cfg.model_dump_json(indent=2))
-        fresh = True
-    ui = QuietUI() if (args.quiet or args.json or not sys.stderr.isatty()) else RichUI()
-    with ui:
-        ui.log(f"run directory {run_dir}")
-        trainer = Trainer(prog, cfg, run_dir, ui.log, ui)
-        try:
-            summary = trainer.run(resume=not fresh)
-        except DlspecError as e:
-            if not args.resume and {p.name for p in run_dir.iterdir()} <= {"config.json", "spec.dl"}:
-                shutil.rmtree(run_dir)  # failed before its first checkpoint: leave no half-made run behind
-            if isinstance(e, WriteError):
-                raise write_stopped(e, run_dir) from None
-            raise
-        ui.end(summary["epochs"])
-    print_summary(summary, args.json)
-    return 0
+        return resume_command(args, run_dir, overrides)  # every objective's run (dlspec.loop)
+    if not args.file:
+        raise UsageError("give a spec FILE to train, or --resume DIR")
+    prog = load(Path(args.file))
+    cfg = resolve(prog, args.file, args.model, overrides, objectives=True)
+    prog.check()  # a spec with errors never trains
+    return train_command(args, prog, cfg)
 
 
 def _eval_args(p) -> None:
@@ -402,7 +348,9 @@ def _eval(args) -> int:
 
     from . import load
     from .errors import UsageError
-    from .train import RunConfig, Trainer, _normalization, check_safetensors, resolve
+    from .objectives.classifier import Classifier as Trainer
+    from .objectives.classifier import normalization as _normalization
+    from .train import RunConfig, check_safetensors, resolve
 
     prog = load(Path(args.file))
     overrides = {k: getattr(args, k) for k in ("data", "data_dir", "batch", "device", "limit") if getattr(args, k, None) is not None}
@@ -549,6 +497,16 @@ def _tune(args) -> int:
     return tune_command(args)
 
 
+def _cache_args(p) -> None:
+    p.add_argument("action", choices=["info", "clear"], help="info: list the compiled steps cached; clear: remove them")
+
+
+def _cache(args) -> int:
+    from .stepcache import cache_command
+
+    return cache_command(args)
+
+
 COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("compile", "infer shapes and report params, MACs and memory per layer", _compile_args, _compile),
     ("train", "train a model on a data set (the spec's train section, with overrides)", _train_args, _train),
@@ -560,4 +518,5 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("serve", "serve a live preview page (diagram, report, diagnostics) that follows the files as they are saved", _serve_args, _serve),
     ("bench", "measure a model's training step: first step cold and warm, steady step, memory; --against torch", _bench_args, _bench),
     ("tune", "search faster kernels for a model's training and evaluation steps (tinygrad BEAM); later runs use them", _tune_args, _tune),
+    ("cache", "list (info) or remove (clear) the compiled training and evaluation steps cached across runs", _cache_args, _cache),
 ]

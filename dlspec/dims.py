@@ -25,16 +25,21 @@ Mono = tuple[str, ...]  # a product of symbol names, sorted; () is the constant
 
 class Sym:
     """A polynomial ``Σ aᵢ·mᵢ`` over symbol names (immutable, hashable). Non-polynomial
-    results (``⌊(T−3)/2⌋``) are opaque atoms that remember how to evaluate themselves."""
+    results (``⌊(T−3)/2⌋``) are opaque atoms that remember how to evaluate themselves: a Sym
+    carries the definitions of the atoms it uses (``atoms``: name → (floor|ceil, numerator,
+    divisor)), so no table outside the value is needed and two programs, or two threads, never
+    share one. An atom's name spells its definition: equality and hashing need only ``terms``."""
 
-    __slots__ = ("terms",)
+    __slots__ = ("terms", "atoms")
 
-    def __init__(self, terms: dict[Mono, Fraction]):
+    def __init__(self, terms: dict[Mono, Fraction], atoms: dict[str, tuple[str, Any, int]] | None = None):
         self.terms = tuple(sorted((m, Fraction(a)) for m, a in terms.items() if a != 0))
+        used = {n for m, _ in self.terms for n in m}
+        self.atoms = {n: d for n, d in (atoms or {}).items() if n in used}
 
     @staticmethod
-    def of(name: str) -> "Sym":
-        return Sym({(name,): Fraction(1)})
+    def of(name: str, atom: tuple[str, Any, int] | None = None) -> "Sym":
+        return Sym({(name,): Fraction(1)}, {name: atom} if atom is not None else None)
 
     @property
     def const(self) -> Fraction:
@@ -81,9 +86,6 @@ def _frac(f: Fraction) -> str:
 
 Dim = Union[int, Sym]
 
-#: opaque atoms: name → (floor|ceil, numerator, divisor)
-_ATOMS: dict[str, tuple[str, Dim, int]] = {}
-
 
 def _poly(d: Dim) -> dict[Mono, Fraction]:
     if isinstance(d, Sym):
@@ -91,13 +93,21 @@ def _poly(d: Dim) -> dict[Mono, Fraction]:
     return {(): Fraction(d)} if d else {}
 
 
-def _mk(terms: dict[Mono, Fraction]) -> Dim:
+def _atoms(*dims: Dim) -> dict[str, tuple[str, Dim, int]]:
+    out: dict[str, tuple[str, Dim, int]] = {}
+    for d in dims:
+        if isinstance(d, Sym):
+            out.update(d.atoms)
+    return out
+
+
+def _mk(terms: dict[Mono, Fraction], *srcs: Dim) -> Dim:
     terms = {m: a for m, a in terms.items() if a != 0}
     if not terms:
         return 0
     if set(terms) == {()} and terms[()].denominator == 1:
         return int(terms[()])
-    return Sym(terms)
+    return Sym(terms, _atoms(*srcs))
 
 
 def dadd(a: Dim, b: Dim) -> Dim:
@@ -106,7 +116,7 @@ def dadd(a: Dim, b: Dim) -> Dim:
     t = _poly(a)
     for m, v in _poly(b).items():
         t[m] = t.get(m, 0) + v
-    return _mk(t)
+    return _mk(t, a, b)
 
 
 def dsub(a: Dim, b: Dim) -> Dim:
@@ -121,7 +131,7 @@ def dmul(a: Dim, b: Dim) -> Dim:
         for mb, vb in _poly(b).items():
             m = tuple(sorted(ma + mb))
             out[m] = out.get(m, 0) + va * vb
-    return _mk(out)
+    return _mk(out, a, b)
 
 
 def _div(a: Dim, b: int, kind: str) -> Dim:
@@ -129,10 +139,9 @@ def _div(a: Dim, b: int, kind: str) -> Dim:
         return a // b if kind == "floor" else -((-a) // b)
     t = _poly(a)
     if all((v / b).denominator == 1 for v in t.values()):
-        return _mk({m: v / b for m, v in t.items()})
+        return _mk({m: v / b for m, v in t.items()}, a)
     name = f"⌊({a})/{b}⌋" if kind == "floor" else f"⌈({a})/{b}⌉"
-    _ATOMS[name] = (kind, a, b)
-    return Sym.of(name)
+    return Sym.of(name, (kind, a, b))
 
 
 def dfloordiv(a: Dim, b: int) -> Dim:
@@ -155,8 +164,8 @@ def dvalue(d: Dim, env: dict[str, int]) -> int | None:
         for n in mono:
             if n in env:
                 v = env[n]
-            elif n in _ATOMS:
-                kind, num, b = _ATOMS[n]
+            elif n in d.atoms:
+                kind, num, b = d.atoms[n]
                 x = dvalue(num, env)
                 if x is None:
                     return None
@@ -174,7 +183,7 @@ def free_names(d: Dim) -> set[str]:
         return set()
     out: set[str] = set()
     for n in d.names():
-        out |= free_names(_ATOMS[n][1]) if n in _ATOMS else {n}
+        out |= free_names(d.atoms[n][1]) if n in d.atoms else {n}
     return out
 
 
@@ -218,11 +227,13 @@ class TensorType:
 class ShapeFail(Exception):
     """Raised by an op's rule; becomes a diagnostic at the node's span."""
 
-    def __init__(self, message: str, help: str | None = None, severity: str = "error"):
+    def __init__(self, message: str, help: str | None = None, severity: str = "error", kind: str | None = None):
         super().__init__(message)
         self.message = message
         self.help = help
         self.severity = severity
+        #: a warning's name in dlspec.silence.WARNINGS (``ok NAME`` silences it at its layer)
+        self.kind = kind
 
 
 class Ctx:
@@ -254,8 +265,14 @@ class Ctx:
             return f"input '{src.path}'"
         return f"{src.op} '{src.path}' at {src.span}"
 
-    def warn(self, message: str, help: str | None = None) -> None:
-        self.warnings.append(ShapeFail(message, help, severity="warning"))
+    def warn(self, message: str, help: str | None = None, kind: str | None = None) -> None:
+        """A warning of this node; ``kind`` (a name in dlspec.silence.WARNINGS) lets ``ok KIND``
+        at the layer silence it, and the help says so."""
+        if kind is not None:
+            from .silence import hint
+
+            help = f"{help}, {hint(kind)}" if help else hint(kind)
+        self.warnings.append(ShapeFail(message, help, severity="warning", kind=kind))
 
 
 def need_rank(ctx: Ctx, t: TensorType, ranks: tuple[int, ...], want: str, i: int = 0) -> None:
@@ -301,12 +318,18 @@ def check_sizes(ctx: Ctx, out: TensorType, params: int, buffers: int, macs: Dim)
         if 0 < fast <= MAX_INT and params <= MAX_INT and buffers <= MAX_INT and macs.__class__ is int and macs <= MAX_INT:
             return
     numel: Dim = 1
+    symbolic = []  # multiplied in last: one polynomial product per symbolic dim (N·T·2048: one)
     for k, d in enumerate(out.shape):
-        about = size_problem(d)
+        about = size_problem(d) if d.__class__ is not int or not -MAX_INT <= d <= MAX_INT else None
         if about is not None:
             raise ShapeFail(f"{ctx.name()}: output dim {k} is too large ({about}; the limit for a size is {MAX_INT_TEXT})")
         if k:
-            numel = numel * d if isinstance(numel, int) and isinstance(d, int) else dmul(numel, d)
+            if d.__class__ is int:
+                numel *= d
+            else:
+                symbolic.append(d)
+    for d in symbolic:
+        numel = dmul(numel, d)
     for what, v in (("elements per sample", numel), ("parameters", params), ("buffers", buffers), ("MACs per sample", macs)):
         about = size_problem(v)
         if about is not None:

@@ -150,7 +150,7 @@ class _Drawing:
         cells: list[Node] = []
         for n in g.top_level():
             op = ops.get(n.op)
-            if opts.phase == "eval" and n.op == "dropout" and n.inputs:
+            if opts.phase == "eval" and n.op in ("dropout", "droppath") and n.inputs:
                 self.rep[n.path] = self.rep[n.inputs[0]]
                 continue
             if opts.depth is not None and len(n.stack) > opts.depth:
@@ -282,7 +282,7 @@ class _Drawing:
             src = self.rep.get(i)
             if src is None or dst is None or src == dst:
                 continue
-            if self.opts.phase == "eval" and n.op == "dropout":
+            if self.opts.phase == "eval" and n.op in ("dropout", "droppath"):
                 continue
             kind = "data"
             if n.op == "add" and getattr(n.params, "residual", False) and len(n.inputs) > 1 and k == len(n.inputs) - 1:
@@ -406,11 +406,16 @@ class _Drawing:
         self.order.insert(pos, it.id)
         self.__dict__["_insert_at"] = pos + 1
 
-    def _rewire(self, cell_id: str, entry: str, exit_: str) -> None:
-        """Edges of the cell's node now enter at its step input and leave from its step output."""
+    def _rewire(self, cell_id: str, entry: str, exit_: str, contexts: dict[str, str] | None = None) -> None:
+        """Edges of the cell's node now enter at its step input (a context's at its node inside)
+        and leave from its step output."""
         for e in self.edges:
             if e.dst == cell_id:
                 data = e.kind not in ("shares", "tied")
+                ctx = (contexts or {}).get(e.orig[0]) if data else None
+                if ctx is not None:
+                    e.dst = ctx
+                    continue
                 e.dst = entry if data else exit_
                 if data and e.label:
                     e.label += " (a step at a time)"
@@ -448,6 +453,8 @@ class _Drawing:
                 it.category = "io"
                 if b.path == p.step_input:
                     it.title, it.words = "x", ["step input xₜ"]
+                elif b.path in p.contexts:
+                    it.title, it.words = b.tensor or "context", ["context (every step)"]
                 else:
                     it.title, it.words, it.state = state_of.get(b.path, b.tensor or "state"), ["state (previous step)"], True
             else:
@@ -472,7 +479,7 @@ class _Drawing:
                     self.edges.append(Edge(src, dst, shape_words(types[i]), orig=(i, b.path)))
         for st in p.states:
             self.edges.append(Edge(self.rep[st.update], self.rep[st.node], f"new {st.name} → next step", "state"))
-        self._rewire(n.path, self.rep[p.step_input], self.rep[p.step_output])
+        self._rewire(n.path, self.rep[p.step_input], self.rep[p.step_output], {o: self.rep[c] for o, c in zip(n.inputs[1:], p.contexts)})
 
     def _builtin_cell(self, n: Node) -> None:
         """LSTM / GRU / RNN drawn as its gates, state and update equations."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import difflib
 import json
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict
 
@@ -50,6 +52,8 @@ class Diagnostic:
     severity: str = "error"
     notes: list[Note] = field(default_factory=list)
     help: str | None = None
+    #: a warning's name that ``ok NAME`` silences (dlspec.silence.WARNINGS); not in the JSON
+    kind: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict:
         s = self.span
@@ -80,6 +84,7 @@ class DlspecError(Exception):
         elif isinstance(diagnostics, Diagnostic):
             diagnostics = [diagnostics]
         self.diagnostics: list[Diagnostic] = list(diagnostics)
+        self.sources = current_sources()  # the files of the program it was raised for, to render it with
         super().__init__("\n".join(_plain(d) for d in self.diagnostics))
 
 
@@ -172,10 +177,51 @@ def source_lines(text: str) -> list[str]:
 _UNPRINTABLE = {c: " " for c in [*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F, 0x85, 0x2028, 0x2029]}
 
 
-SOURCES = Sources()
+_CURRENT: ContextVar[Sources] = ContextVar("dlspec_sources")
 
 
-def render(d: Diagnostic, sources: Sources = SOURCES, color: bool = False) -> str:
+def current_sources() -> Sources:
+    """The source registry of this thread (or of the block of :func:`using_sources`): each thread
+    starts with its own, so two threads never see each other's files."""
+    try:
+        return _CURRENT.get()
+    except LookupError:
+        s = Sources()
+        _CURRENT.set(s)
+        return s
+
+
+@contextmanager
+def using_sources(sources: Sources) -> Iterator[Sources]:
+    """Inside the block, files are registered in (and errors remember) ``sources`` — a program's own."""
+    token = _CURRENT.set(sources)
+    try:
+        yield sources
+    finally:
+        _CURRENT.reset(token)
+
+
+class _CurrentSources(Sources):
+    """``SOURCES``: the current registry (:func:`current_sources`), under the old global name."""
+
+    def __init__(self) -> None:  # no text of its own
+        pass
+
+    @property
+    def text(self) -> dict[str, str]:  # type: ignore[override]
+        return current_sources().text
+
+    def add(self, name: str, text: str) -> None:
+        current_sources().add(name, text)
+
+    def line(self, name: str, line: int) -> str | None:
+        return current_sources().line(name, line)
+
+
+SOURCES: Sources = _CurrentSources()
+
+
+def render(d: Diagnostic, sources: Sources | None = None, color: bool = False) -> str:
     """``file:line:col: error: message``, the source line, a caret underline, notes and help."""
     bold, red, blue, cyan, reset = ("\x1b[1m", "\x1b[31m", "\x1b[34m", "\x1b[36m", "\x1b[0m") if color else ("",) * 5
     sev_color = red if d.severity == "error" else cyan
@@ -192,8 +238,8 @@ def render(d: Diagnostic, sources: Sources = SOURCES, color: bool = False) -> st
     return "\n".join(out)
 
 
-def _snippet(span: Span, sources: Sources, blue: str, red: str, reset: str) -> list[str]:
-    src = sources.line(span.file, span.line)
+def _snippet(span: Span, sources: Sources | None, blue: str, red: str, reset: str) -> list[str]:
+    src = (sources or SOURCES).line(span.file, span.line)
     if src is None:
         return []
     src = src.expandtabs(1).translate(_UNPRINTABLE)
@@ -208,7 +254,7 @@ def _snippet(span: Span, sources: Sources, blue: str, red: str, reset: str) -> l
     ]
 
 
-def render_all(diags: Iterable[Diagnostic], sources: Sources = SOURCES, color: bool = False) -> str:
+def render_all(diags: Iterable[Diagnostic], sources: Sources | None = None, color: bool = False) -> str:
     return "\n".join(render(d, sources, color) for d in diags)
 
 

@@ -76,6 +76,8 @@ class BlockCall:
     span: Span
     #: a cell's ``sequences = false`` (the last step only)
     sequences: bool = True
+    #: a cell's contexts given by keyword (``Decoder(64, memory = enc)``): name → (tensor, span)
+    contexts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,6 +143,8 @@ class Expander:
         self.iterations = 0
         self.block_calls = 0
         self.warnings: list[Diagnostic] = []
+        #: ``ok NAME`` at a layer: the layer's span → {warning name: the name's span}
+        self.silenced: dict[Span, dict[str, Span]] = {}
         self.typer: _Typer | None = None  # the static types so far, made at the first shape query
         #: a cell's step inputs: step_in path → ("x", the cell input's path) or ("state", dims)
         self.step_seeds: dict[str, tuple] = {}
@@ -179,6 +183,7 @@ class Expander:
         # the expander's warnings travel with the graph (not a field: the IR's JSON is unchanged);
         # the shape pass reports them first, with its own
         object.__setattr__(graph, "_expand_warnings", tuple(self.warnings))
+        object.__setattr__(graph, "_silenced", self.silenced)
         return graph
 
     def outputs(self, scope: Scope, defn: A.Def) -> tuple[Output, ...]:
@@ -196,8 +201,9 @@ class Expander:
             return tuple(Output(name=f"output{i}", node=t.path) for i, t in enumerate(scope.current))
         return ()
 
-    def warn(self, message: str, span: Span, scope: Scope, help: str | None = None) -> None:
-        """A warning at ``span`` (once per place and message), with the block calls that lead there."""
+    def warn(self, message: str, span: Span, scope: Scope, help: str | None = None, kind: str | None = None) -> None:
+        """A warning at ``span`` (once per place and message), with the block calls that lead there;
+        ``kind``: its name in dlspec.silence.WARNINGS, which ``ok KIND`` at the layer silences."""
         if any(w.span == span and w.message == message for w in self.warnings):
             return
         notes = [
@@ -205,7 +211,11 @@ class Expander:
             for fr in reversed(scope.stack)
         ]
         if len(self.warnings) < 200:
-            self.warnings.append(Diagnostic(message, span, severity="warning", help=help, notes=notes))
+            if kind is not None:
+                from .silence import hint
+
+                help = f"{help}, {hint(kind)}" if help else hint(kind)
+            self.warnings.append(Diagnostic(message, span, severity="warning", help=help, notes=notes, kind=kind))
 
     def report(self, f: Fail) -> None:
         key = (f.diag.span, f.diag.message)
@@ -250,6 +260,10 @@ class Expander:
 
     def stmt(self, st: A.Stmt, scope: Scope) -> None:
         if isinstance(st, A.ChainStmt):
+            declared = _context_decl(st, scope)
+            if declared is not None:  # `context memory`: a cell's tensor seen at every step
+                self.context(st, declared, scope)
+                return
             scope.current = self.chain(st.chain, scope)
         elif isinstance(st, A.AssignStmt):
             self.assign(st, scope)
@@ -384,7 +398,9 @@ class Expander:
                 )
             v = self.value(d, scope)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise Fail(f"param '{st.name}' dimension {k} must be a positive whole number, got {_show(v)}", d.span)
+                shown = "" if isinstance(d, A.Num) else f" ('{_source_text(d.span)}' is {_show(v)})"
+                fix = "round it: 'int(…)' or '… // …'" if isinstance(v, float) and v >= 1 else "give it a size of 1 or more"
+                raise Fail(f"param '{st.name}' dimension {k} must be a positive whole number, got {_show(v)}", d.span, help=f"{fix}{shown}")
             dims.append(v)
         if not dims:
             raise Fail(f"param '{st.name}' needs a shape", st.shape.span, help=f"write 'param {st.name}: [64] init zeros'")
@@ -395,8 +411,12 @@ class Expander:
         scope.names[st.name] = t
 
     def input(self, st: A.InputStmt, scope: Scope) -> None:
-        if scope.cell is not None:
-            raise Fail("a cell's input is 'x'; it declares no 'input'", st.span)
+        if scope.inputs_left is None and scope.cell is not None:  # the cell's own `input`
+            raise Fail(
+                "a cell's step input is 'x'; a cell declares no 'input'",
+                st.span,
+                help=f"for a tensor the cell reads whole at every step (an encoder's outputs), write 'context {st.name}'",
+            )
         if scope.inputs_left is not None:  # a model/block used inside another: bind the next input
             if not scope.inputs_left:
                 raise Fail(f"'{st.name}' has no tensor to bind: the call gives fewer inputs", st.span)
@@ -425,16 +445,69 @@ class Expander:
         scope.names[st.name] = t
         scope.current = t
 
+    def context(self, st: A.ChainStmt, declared: tuple[tuple[str, Span], ...], scope: Scope) -> None:
+        """``context memory``: the next tensor the cell is given after its sequence (or the one given
+        by keyword, ``memory = enc``), read whole at every step: a ``step_in`` node of the body."""
+        if scope.states is None:
+            if scope.cell is not None:
+                raise Fail("'context' belongs in the cell's own body, not in a block it calls", st.span)
+            raise Fail(
+                "'context NAME' is only allowed in a cell",
+                st.span,
+                help="a block or model takes further tensors with 'input NAME: [shape]'",
+            )
+        given = scope.__dict__["context_given"]
+        cell, call = scope.__dict__["context_call"]
+        for name, span in declared:
+            if name in scope.names or name == "x":
+                raise Fail(f"'{name}' is already a name in cell '{cell}'", span, help="give the context another name")
+            if name in given["keyword"]:
+                t = given["keyword"].pop(name)[0]
+            elif given["positional"]:
+                t = given["positional"].pop(0)
+            else:
+                raise Fail(
+                    f"cell '{cell}' reads the context '{name}' but its call gives no tensor for it",
+                    span,
+                    help=f"pass it after the sequence, '(seq, {name}) -> {cell}(…)', or by name, '{cell}(…, {name} = enc)'",
+                )
+            if t is POISON:
+                scope.names[name] = POISON
+                raise _Silent()
+            node = self.emit(scope, "step_in", ops.get("step_in").Params(role=name), (), span, name=name, explicit=True, tensor=name)
+            self.step_seeds[node.path] = ("context", t.path)
+            scope.names[name] = node
+            scope.__dict__.setdefault("context_decls", []).append((node.path, t.path))
+            scope.__dict__.setdefault("context_decls_by_name", {})[name] = node.path
+
     def state(self, st: A.StateStmt, scope: Scope) -> None:
         if scope.cell is None or scope.states is None:
             raise Fail("'state' is only allowed in a cell", st.span)
         dims = tuple(self.dim(d, scope) for d in st.shape.items)
+        init = None
+        args = [a for g in st.groups for a in g]
+        if args:  # `state memory: [128, 20] init memory0`: a context is the value before the first step
+            contexts = dict(scope.__dict__.get("context_decls_by_name", {}))
+            if len(args) != 2 or not isinstance(args[0], A.Name) or args[0].id != "init" or not isinstance(args[1], A.Name):
+                raise Fail(
+                    f"state '{st.name}' takes only 'init NAME', a context the cell is given",
+                    args[0].span,
+                    help=f"write 'context {st.name}0' and 'state {st.name}: [...] init {st.name}0'",
+                )
+            if args[1].id not in contexts:
+                raise Fail(
+                    f"the initial value of state '{st.name}' must be one of the cell's contexts, not '{args[1].id}'"
+                    + suggest(args[1].id, list(contexts)),
+                    args[1].span,
+                    help=f"declare it before the state: 'context {args[1].id}'",
+                )
+            init = contexts[args[1].id]
         params = ops.get("step_in").Params(role=st.name)
         t = self.emit(scope, "step_in", params, (), st.span, name=f"{st.name}_prev", explicit=True, tensor=st.name)
         self.step_seeds[t.path] = ("state", dims)
         scope.names[st.name] = t
         scope.states[st.name] = t
-        scope.__dict__.setdefault("state_decls", []).append((st.name, dims, t.path, st.span))
+        scope.__dict__.setdefault("state_decls", []).append((st.name, dims, t.path, st.span, init))
 
     def dim(self, d: A.Expr, scope: Scope) -> int | str:
         if isinstance(d, A.Name) and d.id not in scope.names:
@@ -738,6 +811,7 @@ class Expander:
                     lv.span,
                     scope,
                     help=f"write the concatenation, 'concat(…, axis = {op.concat_axis}) -> {op.name}', or take the tensors apart: 'a, b = …'",
+                    kind="tuple_concat",
                 )
             cat = ops.get("concat").Params(axis=op.concat_axis)
             inputs = [self.emit(scope, "concat", cat, tuple(inputs), lv.span)]
@@ -798,7 +872,7 @@ class Expander:
         tensor: str | None = None,
     ) -> Tensor:
         if name is None:
-            name = scope.auto(op)
+            name = scope.auto(op + "_" if op[-1:].isdigit() else op)  # relu6_1, not relu61
         elif name in scope.used:
             if explicit:
                 raise Fail(f"name '{name}' is already used in this scope", span, notes=[Note("first used here", scope.used[name])])
@@ -946,8 +1020,18 @@ class Expander:
 
     def expand_cell(self, call: BlockCall, args: dict[str, Any], inp: Any, scope: Scope, name: str | None, span: Span) -> Tensor:
         defn = call.defn
-        if isinstance(inp, tuple):
-            raise Fail(f"cell '{defn.name}' takes one sequence input", call.span)
+        rest: list[Any] = []
+        if isinstance(inp, tuple):  # `(seq, memory) -> Decoder(64)`: the sequence, then the contexts
+            if not inp:
+                raise Fail(f"cell '{defn.name}' takes a sequence, got an empty tuple", call.span)
+            inp, *rest = inp
+            if isinstance(inp, tuple) or any(isinstance(t, tuple) for t in rest):
+                raise Fail(f"cell '{defn.name}' takes a sequence and its contexts, one tensor each, not nested tuples", call.span)
+        if inp is POISON or any(t is POISON for t in rest):
+            raise _Silent()  # reported where it failed
+        if not isinstance(inp, Tensor) or not all(isinstance(t, Tensor) for t in rest):
+            bad = next(t for t in (inp, *rest) if not isinstance(t, Tensor))
+            raise Fail(f"cell '{defn.name}' runs over tensors, got {_show_value(bad)}", call.span)
         if scope.cell is not None:
             raise Fail("a cell cannot run inside another cell", call.span)
         local = name or scope.auto(defn.name.lower())
@@ -957,6 +1041,9 @@ class Expander:
         path = scope.prefix + local
         frame = Frame(block=defn.name, path=path, args={k: _plain(v) for k, v in args.items()}, span=call.span, required=_required(defn))
         sub = Scope(prefix=path + ".", names=dict(args), stack=scope.stack + (frame,), cell=path, states={})
+        given = {"positional": list(rest), "keyword": dict(call.contexts)}
+        sub.__dict__["context_given"] = given
+        sub.__dict__["context_call"] = (defn.name, call)
         first = len(self.nodes)
         x = self.emit(sub, "step_in", ops.get("step_in").Params(role="x"), (), defn.name_span, name="x", explicit=True, tensor="x")
         self.step_seeds[x.path] = ("x", inp.path if isinstance(inp, Tensor) else None)
@@ -972,17 +1059,30 @@ class Expander:
             for d in self.diags[n_before:]:
                 d.notes.append(Note(f"in cell '{defn.name}' called at {call.span}", call.span))
             raise _Silent()
+        extra = len(given["positional"]) + len(given["keyword"])
+        if extra:
+            declared = [n for n, _ in _cell_contexts(defn).items()]
+            what = f"its context{'s' * (len(declared) != 1)} ({', '.join(declared)})" if declared else "no context"
+            unknown = [k for k in given["keyword"]]
+            raise Fail(
+                f"cell '{defn.name}' takes a sequence and {what}, but is given {extra} tensor{'s' * (extra != 1)} more"
+                + (f" ('{unknown[0]}' is not one of its contexts)" if unknown else ""),
+                given["keyword"][unknown[0]][1] if unknown else call.span,
+                notes=[Note(f"'{defn.name}' is defined here", defn.name_span)],
+                help="declare each tensor the cell reads at every step in it: 'context memory'",
+            )
+        contexts = sub.__dict__.get("context_decls", [])
         decls = sub.__dict__.get("state_decls", [])
         if not decls:
             raise Fail(f"cell '{defn.name}' declares no state", defn.name_span, help="add one: 'state h: [hidden]'")
         from .ops.structure import StateSpec
 
         states = []
-        for sname, dims, node, sspan in decls:
+        for sname, dims, node, sspan, init in decls:
             upd = sub.states.get(sname)
             if not isinstance(upd, Tensor) or upd.path == node:
                 raise Fail(f"state '{sname}' of cell '{defn.name}' is never updated", sspan, help=f"assign it: '{sname} = …'")
-            states.append(StateSpec(name=sname, shape=dims, node=node, update=upd.path))
+            states.append(StateSpec(name=sname, shape=dims, node=node, update=upd.path, init=init))
         if sub.outputs:
             out = sub.outputs[0][1]
             if not isinstance(out, Tensor):
@@ -992,10 +1092,17 @@ class Expander:
         body = tuple(n.path for n in self.nodes[first:])
         seq = call.sequences
         params = ops.get("cell").Params(
-            cell=defn.name, states=tuple(states), step_input=x.path, step_output=out.path, body=body, sequences=bool(seq)
+            cell=defn.name,
+            states=tuple(states),
+            step_input=x.path,
+            step_output=out.path,
+            body=body,
+            sequences=bool(seq),
+            contexts=tuple(node for node, _ in contexts),
         )
         self.paths.pop(path, None)
-        self.nodes.append(Node(path=path, op="cell", params=params, inputs=(inp.path,), span=call.span, stack=scope.stack, in_cell=None))
+        ins = (inp.path, *(outer for _, outer in contexts))
+        self.nodes.append(Node(path=path, op="cell", params=params, inputs=ins, span=call.span, stack=scope.stack, in_cell=None))
         self.paths[path] = call.span
         return Tensor(path, call.span)
 
@@ -1142,16 +1249,33 @@ class Expander:
                 args.append(self.plain(v, a.span))
         kwargs: dict[str, Any] = {}
         spans: dict[str, Span] = {}
+        contexts: dict[str, Any] = {}
         for kw in e.kwargs:
             if defn.kind == "cell" and kw.name in RESERVED_CELL_KWARGS and kw.name not in [p.name for p in defn.params or ()]:
                 kwargs["__sequences"] = self.truth(kw.value, scope)
                 continue
-            if kw.name in kwargs:
+            if kw.name in kwargs or kw.name in contexts:
                 raise Fail(f"argument '{kw.name}' is given twice", kw.span)
+            pnames = [p.name for p in defn.params or ()]
+            if defn.kind == "cell" and kw.name not in pnames and _cell_contexts(defn):
+                declared = list(_cell_contexts(defn))
+                if kw.name not in declared:
+                    raise Fail(
+                        f"cell '{defn.name}' has no parameter or context '{kw.name}'{suggest(kw.name, pnames + declared)}",
+                        kw.span,
+                        notes=[Note(f"'{defn.name}' is defined here", defn.name_span)],
+                    )
+                t = self.eval(kw.value, scope)  # `Decoder(64, memory = enc)`: a context, by name
+                if t is POISON:
+                    raise _Silent()
+                if not isinstance(t, Tensor):
+                    raise Fail(f"context '{kw.name}' of cell '{defn.name}' must be a tensor, got {_show_value(t)}", kw.value.span)
+                contexts[kw.name] = (t, kw.span)
+                continue
             kwargs[kw.name] = self.value(kw.value, scope)
             spans[kw.name] = kw.span
         seq = kwargs.pop("__sequences", True)
-        bc = BlockCall(defn, tuple(args), kwargs, spans, None, e.span, sequences=seq)
+        bc = BlockCall(defn, tuple(args), kwargs, spans, None, e.span, sequences=seq, contexts=contexts)
         inp = None if not tensors else tensors[0] if len(tensors) == 1 else tuple(tensors)
         return bc, inp
 
@@ -1340,6 +1464,7 @@ class Expander:
         raise Fail("only 'as NAME' may follow a block call", args[0].span if args else span)
 
     def layer(self, op: type[Op], args: tuple, scope: Scope, span: Span, kwargs: tuple = ()) -> LayerV:
+        args = self.silences(op, args, scope, span)
         values, spans, name, extra = self.bind(op, list(args), scope, span)
         for kw in kwargs:
             key = op.key_aliases.get(kw.name, kw.name)
@@ -1359,6 +1484,37 @@ class Expander:
                 extra_t.append(t)
         params = self.build_params(op, values, spans, span)
         return LayerV(op, params, tuple(extra_t), name, span)
+
+    def silences(self, op: type[Op], args: tuple, scope: Scope, span: Span) -> tuple:
+        """``…, ok drop_border`` (or ``ok [a, b]``): the warnings of this layer that are meant,
+        recorded by the layer's span for the shape pass; the other arguments are returned."""
+        from .silence import WARNINGS
+
+        if "ok" in op.keys() or "ok" in scope.names:
+            return args
+        out, k = [], 0
+        while k < len(args):
+            a = args[k]
+            if isinstance(a, A.Name) and a.id == "ok":
+                if k + 1 >= len(args):
+                    raise Fail("'ok' needs the name of the warning it silences", a.span, help=f"one of: {', '.join(WARNINGS)}")
+                v = args[k + 1]
+                names = v.items if isinstance(v, A.ListE) else (v,)
+                silenced = self.silenced.setdefault(span, {})
+                for n in names:
+                    if not isinstance(n, A.Name) or n.id not in WARNINGS:
+                        word = n.id if isinstance(n, A.Name) else _unparse_name(n)
+                        raise Fail(
+                            f"'ok' takes a warning's name, and '{word}' is none{suggest(word, list(WARNINGS))}",
+                            n.span,
+                            help=f"one of: {', '.join(WARNINGS)}",
+                        )
+                    silenced.setdefault(n.id, n.span)
+                k += 2
+                continue
+            out.append(a)
+            k += 1
+        return tuple(out)
 
     def build_params(self, op: type[Op], values: dict, spans: dict, span: Span) -> Any:
         try:
@@ -1592,7 +1748,19 @@ BUILTINS: dict[str, Callable] = {
     "ceil": _num_fn(math.ceil),
     "floor": _num_fn(math.floor),
     "len": lambda x: len(x),
+    "sum": lambda *a: _sum_numbers(*a),
 }
+
+
+def _sum_numbers(*args: Any) -> Any:
+    """``sum(depths)``, ``sum(depths[:s])``: the sum of a list of numbers (0 for an empty one);
+    ``sum`` given a tensor is the reduction."""
+    if len(args) != 1:
+        raise TypeError(f"takes one list of numbers, got {len(args)} arguments")
+    (xs,) = args
+    if not isinstance(xs, tuple) or not all(map(_is_num, xs)):
+        raise TypeError(f"needs a list of numbers, got {_show(xs)}")
+    return sum(xs)
 
 
 def _is_num(v: Any) -> bool:
@@ -1739,6 +1907,9 @@ class _Typer:
                 seed = self.ex.step_seeds.get(node.path)
                 if seed is not None and seed[0] == "state":
                     self.types[node.path] = TensorType((N, *(Sym.of(d) if isinstance(d, str) else d for d in seed[1])))
+                elif seed is not None and seed[0] == "context":
+                    if seed[1] in self.types:
+                        self.types[node.path] = self.types[seed[1]]
                 elif seed is not None and seed[1] in self.types and self.types[seed[1]].rank == 3:
                     t = self.types[seed[1]]
                     self.types[node.path] = TensorType((t.shape[0], t.shape[2]), t.dtype)
@@ -1771,6 +1942,54 @@ def _resolve_ties(nodes: list[Node]) -> tuple[Node, ...]:
                 n = n.model_copy(update={"params": n.params.model_copy(update={"tied": found[0]})})
         out.append(n)
     return tuple(out)
+
+
+def _source_text(span: Span) -> str:
+    """The spec's text at a one-line ``span`` (for a help that quotes an expression)."""
+    from .errors import SOURCES
+
+    line = SOURCES.line(span.file, span.line)
+    if line is None or span.line != span.end_line:
+        return "…"
+    return line[span.col - 1 : span.end_col - 1]
+
+
+def _context_decl(st: A.ChainStmt, scope: Scope) -> tuple[tuple[str, Span], ...] | None:
+    """The names of ``context memory`` (``context a, b``), or None for any other statement.
+    ``context`` is no reserved word: a statement of the word and names only, where ``context``
+    names nothing (a model's ``context = 512`` stays a parameter)."""
+    stages = st.chain.stages
+    if len(stages) != 1 or not isinstance(stages[0], A.Apply) or "context" in scope.names:
+        return None
+    head = stages[0].head
+    if not isinstance(head, A.Name) or head.id != "context" or not stages[0].args:
+        return None
+    if not all(isinstance(a, A.Name) for a in stages[0].args):
+        return None
+    return tuple((a.id, a.span) for a in stages[0].args)
+
+
+def _cell_contexts(defn: A.Def) -> dict[str, Span]:
+    """The contexts a cell declares (its body and the ``if`` bodies in it), in order."""
+    found: dict[str, Span] = {}
+
+    def walk(body: A.Body) -> None:
+        for st in body.stmts:
+            if isinstance(st, A.ChainStmt):
+                stages = st.chain.stages
+                if len(stages) == 1 and isinstance(stages[0], A.Apply) and isinstance(stages[0].head, A.Name):
+                    if stages[0].head.id == "context" and stages[0].args and all(isinstance(a, A.Name) for a in stages[0].args):
+                        for a in stages[0].args:
+                            found.setdefault(a.id, a.span)
+            elif isinstance(st, A.IfStmt):
+                for _, b in st.branches:
+                    walk(b)
+                if st.orelse is not None:
+                    walk(st.orelse)
+
+    if defn.kind == "cell":
+        walk(defn.body)
+    return found
 
 
 def _required(defn: A.Def) -> tuple[str, ...]:

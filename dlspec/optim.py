@@ -14,6 +14,11 @@ published update rules every optimizer here has, uniformly:
   index of the parameter in ``opt.params``).
 * the learning rate lives in the tensor ``opt.lr``; :func:`set_lr` writes it in place, so a
   captured TinyJit step uses the new value on replay.
+* one fused update for all parameters (``fused=True``, the default, except for sharded
+  parameters): each state slot is one flat float32 tensor over all parameters in ``opt.params``
+  order, and the update runs once over the concatenated gradients (tinygrad's fused path), then is
+  split back per parameter. :func:`optimizer_state` still names the state per parameter, so
+  checkpoints are the same either way; ``fused=False`` keeps one state tensor per parameter.
 
 The ``l2`` training setting is a loss term, :func:`l2_penalty` (``0.5·λ·Σw²``, so its gradient
 ``λ·w`` equals ``weight_decay λ``). Running statistics (``is_param`` False, or keys
@@ -49,6 +54,7 @@ __all__ = [
     "trainable",
     "optimizer_state",
     "load_optimizer_state",
+    "state_tensors",
 ]
 
 BUFFER_KEYS = ("running_mean", "running_var", "num_batches_tracked")
@@ -92,12 +98,16 @@ class DLOptimizer(Optimizer):
         clip: float | None = None,
         clip_norm_type: float = 2.0,
         device: Any = None,
+        fused: bool = True,
     ):
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be ≥ 0, got {weight_decay}")
         if clip is not None and clip <= 0:
             raise ValueError(f"clip must be positive, got {clip}")
-        super().__init__(params, lr, device=device, fused=False)
+        sharded = isinstance(device, tuple) or any(isinstance(p.device, tuple) for p in params)
+        # fused: one flat state tensor per slot and one update over all parameters (tinygrad's
+        # fused path: gradients concatenated, one _step, the update split back per parameter)
+        super().__init__(params, lr, device=device, fused=bool(fused) and not sharded)
         self.weight_decay = float(weight_decay)
         self.clip = None if clip is None else float(clip)
         self.clip_norm_type = float(clip_norm_type)
@@ -105,8 +115,11 @@ class DLOptimizer(Optimizer):
         self.slots: dict[str, list[Tensor]] = {}
 
     def _slot(self, name: str, init: float = 0.0) -> list[Tensor]:
-        """One float32 state tensor per parameter, shaped like it, saved as ``optim.<name>.<i>``."""
-        if isinstance(self.device, tuple):  # sharded parameters: state sharded like them
+        """One float32 state tensor per parameter, shaped like it, saved as ``optim.<name>.<i>``;
+        fused: one flat tensor of all of them, in ``opt.params`` order (saved per parameter all the same)."""
+        if self.fused:
+            self.slots[name] = [_state((self.pos_params[-1],), init, self.device)]
+        elif isinstance(self.device, tuple):  # sharded parameters: state sharded like them
             self.slots[name] = [
                 Tensor.full_like(p, init, dtype=dtypes.float32).contiguous().is_param_(False).realize() for p in self.params
             ]
@@ -356,8 +369,31 @@ def optimizer_state(opt: Optimizer, prefix: str = "optim.") -> dict[str, Tensor]
         raise TypeError(f"optimizer_state needs a dlspec optimizer, got {type(opt).__name__}")
     out = {f"{prefix}step": opt.step_count, f"{prefix}lr": opt.lr}
     for slot, ts in opt.slots.items():
-        for i, t in enumerate(ts):
+        for i, t in enumerate(_per_param(opt, ts)):
             out[f"{prefix}{slot}.{i}"] = t
+    return out
+
+
+def _per_param(opt: DLOptimizer, ts: list[Tensor]) -> list[Tensor]:
+    """A slot's state per parameter: its tensors, or views of the fused flat one."""
+    if not opt.fused:
+        return ts
+    pos, flat = opt.pos_params, ts[0]
+    return [flat[pos[i] : pos[i + 1]].reshape(p.shape) for i, p in enumerate(opt.params)]
+
+
+def state_tensors(opt: Optimizer, prefix: str = "optim.") -> dict[str, Tensor]:
+    """The tensors holding ``opt``'s state themselves (not per-parameter views): ``optim.step``,
+    ``optim.lr``, ``optim.<slot>`` (fused: one flat tensor) or ``optim.<slot>.<i>``. A compiled step
+    cached across processes is bound to these (:mod:`dlspec.stepcache`)."""
+    if isinstance(opt, OptimizerGroup):
+        return {k: v for j, o in enumerate(opt.optimizers) for k, v in state_tensors(o, f"{prefix}{j}.").items()}
+    out = {f"{prefix}step": opt.step_count, f"{prefix}lr": opt.lr} if isinstance(opt, DLOptimizer) else {f"{prefix}lr": opt.lr}
+    for slot, ts in getattr(opt, "slots", {}).items():
+        if getattr(opt, "fused", False):
+            out[f"{prefix}{slot}"] = ts[0]
+        else:
+            out.update({f"{prefix}{slot}.{i}": t for i, t in enumerate(ts)})
     return out
 
 
@@ -373,4 +409,19 @@ def load_optimizer_state(opt: Optimizer, state: Mapping[str, Tensor], prefix: st
         src = state[k]
         if tuple(src.shape) != tuple(t.shape):
             raise ValueError(f"optimizer state '{k}' has shape {tuple(src.shape)}, expected {tuple(t.shape)}")
-        t.assign(src.to(t.device).cast(t.dtype).contiguous()).realize()
+    if isinstance(opt, OptimizerGroup):
+        for j, o in enumerate(opt.optimizers):
+            load_optimizer_state(o, state, f"{prefix}{j}.")
+        return
+    # the same per-parameter names whether fused or not: checkpoints of either load into both
+    whole = {f"{prefix}step": opt.step_count, f"{prefix}lr": opt.lr}
+    for k, t in whole.items():
+        t.assign(state[k].to(t.device).cast(t.dtype).contiguous()).realize()
+    for slot, ts in opt.slots.items():
+        parts = [state[f"{prefix}{slot}.{i}"] for i in range(len(opt.params))]
+        if opt.fused:
+            flat = ts[0]
+            flat.assign(Tensor.cat(*[p.to(flat.device).cast(flat.dtype).flatten() for p in parts])).realize()
+        else:
+            for t, src in zip(ts, parts):
+                t.assign(src.to(t.device).cast(t.dtype).contiguous()).realize()

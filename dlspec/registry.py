@@ -212,7 +212,7 @@ OBJECTIVES: Registry[ObjectiveEntry] = Registry(
             "classifier",
             "supervised training of one model on labelled data (the default objective)",
             losses=LOSSES.names(),
-            runner="dlspec.train:Trainer",
+            runner="dlspec.objectives.classifier:Classifier",
         ),
         ObjectiveEntry(
             "autoencoder",

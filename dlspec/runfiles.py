@@ -74,8 +74,41 @@ def _write(fd: int, data: memoryview) -> int:
     return os.write(fd, data)
 
 
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+#: a test hook for kill-at-any-moment tests: ``DLSPEC_TEST_PAUSE_WRITE=NAME[:N]`` makes the ``N``-th
+#: (default first) write of a file named ``NAME`` (``*``: of any file) in this process stop after
+#: half its bytes, say ``dlspec-test: paused writing PATH`` on stderr and sleep until it is killed
+PAUSE_ENV = "DLSPEC_TEST_PAUSE_WRITE"
+_pause_count = [0]  # writes the hook has counted in this process (only ever set under the test variable)
+
+
+def _pause_point(path: Path) -> bool:
+    """Whether this write of ``path`` is the one :data:`PAUSE_ENV` pauses in."""
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return False
+    name, _, n = spec.partition(":")
+    if name not in ("*", path.name):
+        return False
+    _pause_count[0] += 1
+    return _pause_count[0] == int(n or 1)
+
+
+def _pause(fd: int, view: memoryview, path: Path) -> None:
+    """Write half of ``view``, then wait to be killed (see :data:`PAUSE_ENV`)."""
+    import time
+
+    half = view[: len(view) // 2]
+    while half:
+        half = half[os.write(fd, half) :]
+    os.write(2, f"dlspec-test: paused writing {path}\n".encode())
+    while True:
+        time.sleep(3600)
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview, pause: Path | None = None) -> None:
     view = memoryview(data).cast("B")
+    if pause is not None and view:
+        _pause(fd, view, pause)
     while view:
         n = _write(fd, view[:_CHUNK])
         if n <= 0:  # pragma: no cover - a regular file never takes 0 bytes without an error
@@ -86,8 +119,8 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 class _FdWriter:
     """A minimal buffered writer on a file descriptor, through :func:`_write`."""
 
-    def __init__(self, fd: int):
-        self.fd, self.buf = fd, bytearray()
+    def __init__(self, fd: int, pause: Path | None = None):
+        self.fd, self.buf, self.pause = fd, bytearray(), pause
 
     def write(self, data: bytes | bytearray | memoryview | str) -> int:
         if isinstance(data, str):
@@ -95,7 +128,7 @@ class _FdWriter:
         view = memoryview(data).cast("B")
         if len(view) >= _CHUNK:
             self.flush()
-            _write_all(self.fd, view)
+            _write_all(self.fd, view, self.pause)
         else:
             self.buf += view
             if len(self.buf) >= _CHUNK:
@@ -104,7 +137,7 @@ class _FdWriter:
 
     def flush(self) -> None:
         if self.buf:
-            _write_all(self.fd, self.buf)
+            _write_all(self.fd, self.buf, self.pause)
             self.buf.clear()
 
 
@@ -148,7 +181,7 @@ def atomic_write(path: Path | str, data: bytes | str | Callable[[Any], None], wh
     fd = -1
     try:
         fd = os.open(tmp, _CREATE, 0o666)  # 0o666 less the umask, as open() creates files
-        out = _FdWriter(fd)
+        out = _FdWriter(fd, path if _pause_point(path) else None)
         if callable(data):
             data(out)
         else:
@@ -243,7 +276,7 @@ def append_line(path: Path | str, line: str, what: str | None = None) -> None:
     try:
         size = os.fstat(fd).st_size
         try:
-            _write_all(fd, data)
+            _write_all(fd, data, path if _pause_point(path) else None)
             _fsync(fd)
         except BaseException as e:
             try:

@@ -179,7 +179,31 @@ def infer(graph: Graph) -> Shapes:
         run(node)
     if diags:
         raise ShapeError(diags)
-    return Shapes(graph, types, costs, warnings, windows, step_costs)
+    return Shapes(graph, types, costs, _silence(warnings, graph.__dict__.get("_silenced", {})), windows, step_costs)
+
+
+def _silence(warnings: list[Diagnostic], silenced: dict) -> list[Diagnostic]:
+    """The warnings that no ``ok NAME`` at their layer silences (keyed by the layer's span), and a
+    warning for each ``ok NAME`` that silenced nothing."""
+    if not silenced:
+        return warnings
+    used: set[tuple] = set()
+    kept = []
+    for w in warnings:
+        names = silenced.get(w.span)
+        if names is not None and w.kind in names:
+            used.add((w.span, w.kind))
+            continue
+        kept.append(w)
+    for span, names in silenced.items():
+        for name, at in names.items():
+            if (span, name) not in used:
+                kept.append(
+                    Diagnostic(
+                        f"'ok {name}' silences nothing here: this layer gives no {name} warning", at, severity="warning", help="remove it"
+                    )
+                )
+    return kept
 
 
 def run_body(
@@ -226,4 +250,4 @@ def _diag(f: ShapeFail, node: Node) -> Diagnostic:
         Note(f"in {fr.block}({', '.join(f'{k}={v}' for k, v in fr.args.items())}) called at {fr.span}", fr.span)
         for fr in reversed(node.stack)
     ]
-    return Diagnostic(f.message, span, severity=f.severity, help=f.help, notes=notes)
+    return Diagnostic(f.message, span, severity=f.severity, help=f.help, notes=notes, kind=getattr(f, "kind", None))

@@ -62,6 +62,10 @@ def draw(slot: Slot, rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(-arg, arg, size=slot.shape).astype(np.float32)
     if kind == "normal":
         return (rng.standard_normal(size=slot.shape) * arg + (more[0] if more else 0.0)).astype(np.float32)
+    if kind == "normal_zero_row":  # an embedding's padding row: N(0, std²), then row `more[0]` zeroed
+        a = (rng.standard_normal(size=slot.shape) * arg).astype(np.float32)
+        a[more[0]] = 0.0
+        return a
     if kind == "full":
         return np.full(slot.shape, arg, dtype=np.dtype(slot.dtype))
     if kind == "uniform_range":

@@ -1,7 +1,8 @@
-"""Stage 5: training and evaluation of classifiers (``dlspec train`` / ``dlspec eval``).
+"""Stage 5: a training run's configuration and run directory (``dlspec train`` / ``dlspec eval``).
 
-A run reads the spec's ``train`` section, applies command-line overrides, and writes a
-run directory ``runs/<model>-<timestamp>/``: the spec copy, ``config.json``,
+The loop every objective shares is :mod:`dlspec.loop`; the classifier is
+:mod:`dlspec.objectives.classifier` (``Trainer`` here is its old name). A run reads the spec's
+``train`` section, applies command-line overrides, and writes a run directory ``runs/<model>-<timestamp>/``: the spec copy, ``config.json``,
 ``metrics.jsonl`` (one line per epoch), ``last.safetensors`` (weights + optimizer state +
 position, after every epoch; the one it replaces kept as ``last.prev.safetensors``),
 ``best.safetensors`` (by validation metric), ``loss.svg``. Files are written atomically.
@@ -19,9 +20,9 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,21 +112,11 @@ def resolve(prog, spec_path: str, model: str | None, overrides: dict[str, Any], 
         cfg["kind"] = section.kind
         s = section.settings
         if "data" in s:
-            cfg["data"] = s["data"].value
-            opts = dict(s["data"].options)
-            for key, field in (("dir", "data_dir"), ("val_split", "val_split"), ("augment", "augment"), ("limit", "limit")):
-                if key in opts:
-                    cfg[field] = opts.pop(key)
-            cfg["data_options"] = opts
+            cfg.update(data_setting(s["data"], ("val_split", "augment")))
         if "loss" in s:
             cfg["loss"], cfg["loss_options"] = s["loss"].value, dict(s["loss"].options)
         if "optimizer" in s:
-            opts = dict(s["optimizer"].options)
-            cfg["optimizer"] = s["optimizer"].value
-            for key in ("lr", "weight_decay"):
-                if key in opts:
-                    cfg[key] = opts.pop(key)
-            cfg["optimizer_options"] = opts
+            cfg.update(optimizer_setting(s["optimizer"]))
         if "schedule" in s:
             cfg["schedule"], cfg["schedule_options"] = s["schedule"].value, dict(s["schedule"].options)
         for key in ("weight_decay", "l2", "batch", "epochs", "seed", "device", "steps"):
@@ -159,6 +150,30 @@ def resolve(prog, spec_path: str, model: str | None, overrides: dict[str, Any], 
                 [Diagnostic(_pydantic_message(err), setting_span(section, f)) for f, err in zip(fields, errors())]
             ) from None  # the spec's values: at their lines
         raise UsageError(f"bad training configuration: {_pydantic_message(e)}") from None
+
+
+def data_setting(setting, fields: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A ``data NAME opts…`` setting as configuration fields: ``data``, ``data_dir`` (option ``dir``),
+    ``limit`` and ``fields``, the rest ``data_options`` (every objective's resolution uses it)."""
+    opts = dict(setting.options)
+    out: dict[str, Any] = {"data": setting.value}
+    for key in ("dir", "limit", *fields):
+        if key in opts:
+            out["data_dir" if key == "dir" else key] = opts.pop(key)
+    out["data_options"] = opts
+    return out
+
+
+def optimizer_setting(setting, prefix: str = "") -> dict[str, Any]:
+    """An ``optimizer NAME lr … opts…`` setting as configuration fields (``prefix``: a GAN's ``d_``/``g_``):
+    ``optimizer``, ``lr``, ``weight_decay`` (not for a role's) and ``optimizer_options``."""
+    opts = dict(setting.options)
+    out: dict[str, Any] = {f"{prefix}optimizer": setting.value}
+    for key in ("lr",) if prefix else ("lr", "weight_decay"):
+        if key in opts:
+            out[f"{prefix}{key}"] = opts.pop(key)
+    out[f"{prefix}optimizer_options"] = opts
+    return out
 
 
 def _pydantic_message(e: Any) -> str:
@@ -359,405 +374,21 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-# ---- the loop ------------------------------------------------------------------------------------
+# ---- the classifier -----------------------------------------------------------------------------
 
 
-@dataclass
-class Position:
-    epoch: int = 0  # epochs completed
-    step: int = 0  # global optimizer steps done
-    best: float | None = None
+def __getattr__(name: str):
+    """``Trainer`` (the classifier objective, :class:`dlspec.objectives.classifier.Classifier`),
+    ``Position`` and ``_normalization``: their old home."""
+    if name in ("Trainer", "_normalization"):
+        from .objectives import classifier
 
+        return classifier.Classifier if name == "Trainer" else classifier.normalization
+    if name == "Position":
+        from .loop import Position
 
-class Trainer:
-    """Trains a classifier spec on a data set; see the module docstring."""
-
-    #: run the compiled steps with the kernels ``dlspec tune`` found for this spec, batch and device, if any
-    tuned_kernels = True
-
-    def __init__(self, prog, cfg: RunConfig, run_dir: Path, log: Callable[[str], None], ui: Any = None):
-        self.prog, self.cfg, self.dir, self.log, self.ui = prog, cfg, run_dir, log, ui
-        self.normalization: tuple[Any, Any] | None = None  # (mean, std) to use instead of the training split's
-        self.places = SpecPlaces(prog, cfg)
-
-    # data ------------------------------------------------------------------------------------
-    def load_data(self) -> None:
-        import numpy as np
-
-        from . import data
-
-        c = self.cfg
-        opts = dict(c.data_options)
-        try:
-            full = data.load(c.data, "train", data_dir=c.data_dir, **opts)
-            test = data.load(c.data, "test", data_dir=c.data_dir, **opts)
-        except DlspecError as e:
-            raise self.places.locate(e, "data", "data_options", "data_dir") from None
-        if c.limit:
-            full = _head(full, c.limit)
-            test = _head(test, max(1, c.limit // 5))
-        if c.val_split > 0:
-            train, val = data.split_validation(full, c.val_split, c.seed)
-        else:
-            train, val = full, None
-        mean, std = data.normalizer(train)
-        if self.normalization is not None and np.size(self.normalization[0]) == np.size(mean):
-            mean, std = self.normalization
-        self.mean, self.std = mean, std
-        self.train_data, self.val_data, self.test_data = train, val, test
-        has_bn = any(n.op == "batchnorm" for n in self.prog.ir(c.model).nodes)
-        self.loader = data.Loader(train, c.batch, c.seed, shuffle=True, augment=c.augment, mean=mean, std=std, drop_single=has_bn)
-        self.eval_loaders = {
-            name: data.Loader(ds, c.batch, c.seed, shuffle=False, augment=False, mean=mean, std=std)
-            for name, ds in (("val", val), ("test", test))
-            if ds is not None
-        }
-
-    # model and optimizer -----------------------------------------------------------------------
-    def build(self) -> None:
-        from . import optim, schedules
-
-        c = self.cfg
-        self.net = self.prog.build(c.model, device=c.device, seed=c.seed)
-        self._fit_input()
-        params = self.net.parameters()
-        try:
-            self.opt = optim.make_optimizer(
-                c.optimizer, params, c.lr, weight_decay=c.weight_decay, clip=c.clip, clip_norm_type=c.clip_norm_type, **c.optimizer_options
-            )
-        except (ValueError, TypeError) as e:
-            raise self.places.error(f"optimizer {c.optimizer}: {e}", *OPTIMIZER_FIELDS) from None
-        try:
-            self.schedule = schedules.make_schedule(c.schedule, c.lr, self.loader.steps_per_epoch(), c.epochs, **c.schedule_options)
-        except (ValueError, TypeError) as e:
-            raise self.places.error(f"schedule {c.schedule}: {e}", "schedule", "schedule_options", "lr", "epochs") from None
-        self.steps: dict[tuple, Any] = {}
-        self.evals: dict[tuple, Any] = {}
-        if self.tuned_kernels:  # kernels tuned by `dlspec tune`: the steps use them, and the log says so
-            from .tuning import use_tuned
-
-            use_tuned(self)
-
-    def _fit_input(self) -> None:
-        """The data's sample shape must fit the model's input (same shape, or same size)."""
-        try:
-            self._check_input()
-        except TrainError as e:
-            raise self.places.locate(e, "data", "data_options") from None
-
-    def _check_input(self) -> None:
-        net = self.net
-        if len(net.input_names) != 1 or len(net.output_names) != 1:
-            raise UsageError(
-                f"'dlspec train' trains models with one input and one output; {self.cfg.model} has {len(net.input_names)} and {len(net.output_names)}"
-            )
-        want = net.shapes.types[net.input_names[0]]
-        have = self.train_data.sample_shape
-        dims = want.sample
-        if all(isinstance(d, int) for d in dims):
-            if tuple(dims) != tuple(have) and math.prod(dims) != math.prod(have):
-                raise TrainError(
-                    f"data '{self.cfg.data}' gives samples of shape {tuple(have)} but {self.cfg.model}'s input is {want.show()}"
-                )
-            self.reshape = tuple(dims)
-        else:
-            if len(dims) != len(have):
-                raise TrainError(
-                    f"data '{self.cfg.data}' gives samples of shape {tuple(have)} but {self.cfg.model}'s input is {want.show()}"
-                )
-            self.reshape = tuple(have)
-        out = net.shapes.types[net.graph.outputs[0].node]
-        classes = out.sample[-1] if out.sample else None
-        if isinstance(classes, int) and classes < self.train_data.classes:
-            raise TrainError(f"{self.cfg.model} has {classes} outputs but data '{self.cfg.data}' has {self.train_data.classes} classes")
-
-    def _tensors(self, xb, yb):
-        from tinygrad import Tensor, dtypes
-
-        x = Tensor(xb.reshape(xb.shape[0], *self.reshape), device=self.net.device)
-        y = Tensor(yb.astype("int32"), device=self.net.device, dtype=dtypes.int32)
-        return x, y
-
-    def _train_step(self, n: int):
-        """The TinyJit-compiled training step for batches of ``n`` (one per size)."""
-        from tinygrad import Context, Tensor, TinyJit
-
-        from . import losses, optim
-
-        key = ("train", n)
-        if key not in self.steps:
-            net, opt, c = self.net, self.opt, self.cfg
-            params = opt.params
-
-            def step(x: Tensor, y: Tensor):
-                with Context(TRAINING=1):
-                    opt.zero_grad()
-                    out = net(x, train=True)
-                    loss = losses.loss(c.loss, out, y, **c.loss_options)
-                    total = loss + optim.l2_penalty(params, c.l2) if c.l2 else loss
-                    total.backward()
-                    correct = (out.argmax(-1) == y).sum()
-                    # one schedule for the update (clipping first when configured), the loss and the
-                    # accuracy count: realized after opt.step() they would read the updated weights.
-                    # Running statistics are updated by lazy assigns and are no optimizer parameters:
-                    # realized here, or a TinyJit replay would never update them.
-                    buffers = [t for k, t in net.state_dict().items() if _is_buffer_key(k)]
-                    Tensor.realize(loss, correct, *buffers, *opt.schedule_step())
-                    return loss, correct
-
-            self.steps[key] = TinyJit(step)
-        return self.steps[key]
-
-    def _eval_step(self, n: int):
-        from tinygrad import Tensor, TinyJit
-
-        from . import losses
-
-        key = ("eval", n)
-        if key not in self.evals:
-            net, c = self.net, self.cfg
-
-            def step(x: Tensor, y: Tensor):
-                out = net(x, train=False)
-                loss = losses.loss(c.loss, out, y, **c.loss_options) * x.shape[0]
-                top1 = (out.argmax(-1) == y).sum()
-                k = min(5, out.shape[-1])
-                top5 = (out.topk(k)[1] == y.unsqueeze(-1)).sum() if k > 1 else top1
-                return loss.realize(), top1.realize(), top5.realize()
-
-            self.evals[key] = TinyJit(step)
-        return self.evals[key]
-
-    def evaluate(self, loader) -> dict[str, float]:
-        n = total = top1 = top5 = 0.0
-        for xb, yb in loader.epoch(0):
-            x, y = self._tensors(xb, yb)
-            try:
-                loss, c1, c5 = self._eval_step(len(yb))(x, y)
-            except ValueError as e:
-                raise self.places.error(f"loss {self.cfg.loss} on {self.cfg.model}: {e}", "loss", "loss_options", cli=TrainError) from None
-            total += loss.item()
-            top1 += c1.item()
-            top5 += c5.item()
-            n += len(yb)
-        out = {"loss": total / max(n, 1), "accuracy": top1 / max(n, 1)}
-        if "top5" in self.cfg.metrics:
-            out["top5"] = top5 / max(n, 1)
-        return out
-
-    def load_weights(self, path: Path, name_map: str | Path | None = None) -> None:
-        """Weights from a run checkpoint (``model.`` keys), ``net.save``, or a PyTorch file
-        (``name_map``: see :func:`dlspec.load_weights`)."""
-        from .backends.tinygrad import load_weights
-        from .weightfile import weights_format
-
-        path = Path(path)
-        if weights_format(path) == "safetensors":  # its whole header validated before the model is touched
-            check_safetensors(path, "weights file")
-        self._loading(path, lambda: load_weights(self.net, path, name_map))  # a run checkpoint's model.* part, or the whole file
-
-    def _load_model_state(self, path: Path, sd: dict) -> None:
-        """Load ``sd`` (model keys, read from ``path``) into the net, with load_weights's checks."""
-        from .backends.tinygrad import load_state
-
-        self._loading(path, lambda: load_state(self.net, sd, str(path)))
-
-    @staticmethod
-    def _loading(path: Path, load: Callable[[], None]) -> None:
-        try:
-            load()
-        except UsageError:  # a bad name map, a missing file: the caller's mistake (exit 2)
-            raise
-        except DlspecError as e:
-            raise TrainError(e.diagnostics) from None
-        except Exception as e:  # noqa: BLE001 - reading the file's (lazy) tensors failed: the file's fault
-            raise TrainError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from None
-
-    # checkpoints ------------------------------------------------------------------------------
-    def save(self, name: str, pos: Position, history: list[dict]) -> None:
-        from . import resume
-        from .optim import optimizer_state
-
-        sd = {f"model.{k}": v for k, v in self.net.state_dict().items()}
-        sd.update(optimizer_state(self.opt))  # keys 'optim.…'
-        meta = {
-            "format": "dlspec-checkpoint-1",
-            "epoch": str(pos.epoch),
-            "step": str(pos.step),
-            "best": json.dumps(pos.best),
-            "model": self.cfg.model,
-            resume.SPEC_KEY: self.spec_sha,
-            resume.DATA_KEY: self.data_sha,
-            "seed": str(self.cfg.seed),
-            # the dropout/sampling stream is reseeded at every epoch start from (seed, epoch): see resume.reseed
-            "rng": json.dumps({"scheme": "per-epoch", "epoch_seed": resume.epoch_seed(self.cfg.seed, pos.epoch)}),
-            "normalize": json.dumps({"mean": [float(v) for v in self.mean.reshape(-1)], "std": [float(v) for v in self.std.reshape(-1)]}),
-            "history": json.dumps(history),
-        }
-        resume.save(self.dir / name, sd, meta, backup=name == "last.safetensors")
-
-    def restore(self, path: Path) -> tuple[Position, list[dict]]:
-        """Model and optimizer state, position and history from checkpoint ``path`` (verified,
-        and refused if it was trained from another spec, another model or other data)."""
-        from . import resume
-        from .optim import load_optimizer_state
-
-        meta = resume.check(path)
-        resume.check_identity(path, meta, self.dir / "spec.dl", self.spec_sha, self.cfg.data, self.data_sha)
-        if meta.get("model") not in (None, self.cfg.model):
-            raise TrainError(f"{path}: the checkpoint holds model {meta.get('model')}, not {self.cfg.model}")
-        try:
-            pos = Position(epoch=int(meta["epoch"]), step=int(meta["step"]), best=json.loads(meta.get("best", "null")))
-            history = json.loads(meta.get("history", "[]"))
-        except (KeyError, ValueError):
-            raise TrainError(f"{path}: not a dlspec checkpoint (no position in its metadata)") from None
-        sd = _read(path)
-        self._load_model_state(path, {k[6:]: v for k, v in sd.items() if k.startswith("model.")})
-        try:
-            load_optimizer_state(self.opt, {k: v for k, v in sd.items() if k.startswith("optim.")})
-        except Exception as e:  # noqa: BLE001 - a mismatched optimizer is the checkpoint's fault
-            raise TrainError(f"{path}: optimizer state does not fit ({e})") from None
-        return pos, history
-
-    # the run ------------------------------------------------------------------------------------
-    def run(self, resume: bool = False) -> dict[str, Any]:
-        from . import resume as exact
-        from .optim import set_lr
-
-        c = self.cfg
-        self.spec_sha = file_digest(self.dir / "spec.dl")
-        if resume:  # the run's own normalisation (a pure function of the config, but kept exactly)
-            meta = exact.check(self.dir / "last.safetensors")
-            norm = _normalization(meta)
-            if norm is not None:
-                self.normalization = norm
-        self.load_data()
-        self.data_sha = exact.data_digest(self.train_data, self.val_data, self.test_data)
-        self.build()
-        self.log(
-            f"device {self.net.device}; {c.model}: {self.net.num_params()[0]:,} params; data {c.data}: "
-            f"{len(self.train_data):,} train, {len(self.val_data) if self.val_data else 0:,} val, {len(self.test_data):,} test"
-        )
-        pos, history = Position(), []
-        if resume:
-            pos, history = self.restore(self.dir / "last.safetensors")
-            # metrics.jsonl may hold a line of an epoch the checkpoint does not (killed in between): rewrite it
-            atomic_write_text(self.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-            write_plot(self.dir / "loss.svg", history)  # the curve of the same epochs
-            if pos.epoch >= c.epochs or (c.max_steps is not None and pos.step >= c.max_steps):
-                self.log(f"the run is already complete ({pos.epoch} epochs, {pos.step} steps); pass --epochs N to train further")
-            else:
-                self.log(f"resumed after epoch {pos.epoch} (step {pos.step})")
-        steps_per_epoch = self.loader.steps_per_epoch()
-        started = time.perf_counter()
-        samples = 0
-        for epoch in range(pos.epoch, c.epochs):
-            if c.max_steps is not None and pos.step >= c.max_steps:
-                break
-            exact.reseed(self.net.device, exact.epoch_seed(c.seed, epoch))
-            t0 = time.perf_counter()
-            run_loss = run_correct = seen = 0.0
-            if self.ui:
-                self.ui.start_epoch(epoch, c.epochs, steps_per_epoch)
-            for i, (xb, yb) in enumerate(self.loader.epoch(epoch)):
-                if c.max_steps is not None and pos.step >= c.max_steps:
-                    break
-                set_lr(self.opt, self.schedule(pos.step))
-                x, y = self._tensors(xb, yb)
-                step = self._train_step(len(yb))
-                compiling = step.cnt < 2
-                if compiling and self.ui:
-                    self.ui.step(i, run_loss / max(seen, 1), run_correct / max(seen, 1), 0.0, True)
-                try:
-                    loss_t, correct_t = step(x, y)
-                except ValueError as e:  # losses reject outputs/targets that do not fit
-                    raise self.places.error(f"loss {c.loss} on {c.model}: {e}", "loss", "loss_options", cli=TrainError) from None
-                loss = loss_t.item()
-                if not math.isfinite(loss):
-                    kept = (
-                        f"; {self.dir / 'last.safetensors'} keeps the weights after epoch {pos.epoch}"
-                        if (self.dir / "last.safetensors").exists()
-                        else "; no checkpoint was written (it fails in the first epoch)"
-                    )
-                    raise TrainError(
-                        f"the loss became {loss} at step {pos.step + 1} (epoch {epoch + 1}, batch {i + 1}); training stopped{kept}."
-                        " Try a smaller --lr or --clip."
-                    )
-                pos.step += 1
-                run_loss += loss * len(yb)
-                run_correct += correct_t.item()
-                seen += len(yb)
-                samples += len(yb)
-                if self.ui:
-                    self.ui.step(i + 1, run_loss / seen, run_correct / seen, seen / max(time.perf_counter() - t0, 1e-9), False)
-            train_metrics = {"loss": run_loss / max(seen, 1), "accuracy": run_correct / max(seen, 1)}
-            val = self.evaluate(self.eval_loaders["val"]) if "val" in self.eval_loaders else None
-            pos.epoch = epoch + 1
-            record = {
-                "epoch": pos.epoch,
-                "step": pos.step,
-                "lr": self.schedule(max(pos.step - 1, 0)),
-                "train": train_metrics,
-                "val": val,
-                "seconds": round(time.perf_counter() - t0, 3),
-                "samples_per_s": round(seen / max(time.perf_counter() - t0, 1e-9), 1),
-            }
-            history.append(record)
-            score = (val or train_metrics)["accuracy"]
-            better = pos.best is None or score > pos.best
-            if better:
-                pos.best = score
-                # best before last: killed in between, the resumed run redoes this epoch and writes both
-                self.save("best.safetensors", pos, history)
-            self.save("last.safetensors", pos, history)
-            append_line(self.dir / "metrics.jsonl", record)
-            write_plot(self.dir / "loss.svg", history)
-            msg = f"epoch {pos.epoch}/{c.epochs}: loss {train_metrics['loss']:.4f} acc {train_metrics['accuracy']:.4f}"
-            if val:
-                msg += f" | val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
-            self.log(msg + f" | {record['samples_per_s']:.0f} samples/s")
-            if self.ui:
-                self.ui.end(pos.epoch)  # the epoch bar counts finished epochs
-        wall = time.perf_counter() - started
-        test = self.evaluate(self.eval_loaders["test"])
-        summary = {
-            "run_dir": str(self.dir),
-            "model": c.model,
-            "device": self.net.device,
-            "epochs": pos.epoch,
-            "steps": pos.step,
-            "train": history[-1]["train"] if history else None,
-            "val": history[-1]["val"] if history else None,
-            "test": test,
-            "best_val": pos.best,
-            "wall_seconds": round(wall, 1),
-            "samples_per_s": round(samples / wall, 1) if wall > 0 and samples else None,
-        }
-        atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2))
-        return summary
-
-
-def _is_buffer_key(key: str) -> bool:
-    return key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
-
-
-def _normalization(meta: dict[str, str]):
-    import numpy as np
-
-    try:
-        norm = json.loads(meta["normalize"])
-        return np.asarray(norm["mean"], dtype=np.float32), np.asarray(norm["std"], dtype=np.float32)
-    except (KeyError, ValueError, TypeError):
-        return None
-
-
-def _read(path: Path) -> dict:
-    from .backends.tinygrad import read_weights
-
-    try:
-        return read_weights(path)
-    except DlspecError as e:
-        raise TrainError(e.diagnostics) from None
+        return Position
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_safetensors(path: Path, what: str = "checkpoint") -> dict[str, str]:
@@ -777,12 +408,6 @@ def check_safetensors(path: Path, what: str = "checkpoint") -> dict[str, str]:
         raise TrainError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
     except WeightsError as e:
         raise TrainError(e.diagnostics) from None
-
-
-def _head(ds, n: int):
-    from dataclasses import replace
-
-    return replace(ds, x=ds.x[:n], y=ds.y[:n])
 
 
 def write_plot(path: Path, history: list[dict]) -> None:

@@ -12,7 +12,7 @@ tuned (spec digest, model, batch, device, dtype, input sample shape) recorded in
 index beside dlspec's other caches (:func:`index_path`, written atomically).
 
 A later ``dlspec train``/``eval``/``bench`` of the same spec, batch and device finds the index
-entry (:func:`use_tuned`, called once by :meth:`dlspec.train.Trainer.build`), says so in its
+entry (:func:`use_tuned`, called once by :meth:`dlspec.objectives.classifier.Classifier.build`), says so in its
 first lines, and runs its compiled steps with that BEAM value — reading the choices from the
 cache only: a kernel the cache lacks (another batch size, the last partial batch, a budget that
 ran out) gets the default optimisations, so no search ever starts outside ``dlspec tune``.
@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -160,7 +161,8 @@ def record(entry: dict, path: Path | None = None, warn: Callable[[str], None] = 
 # ---- hooks into tinygrad's BEAM search --------------------------------------------------------------
 
 _ORIGINAL: Callable | None = None
-_ACTIVE: list[Any] = []  # the innermost hook decides; none: tinygrad's own search
+#: the hooks active in this thread (context), innermost last; none: tinygrad's own search
+_ACTIVE: ContextVar[tuple[Any, ...]] = ContextVar("dlspec_tuning_hooks", default=())
 
 
 def _install() -> None:
@@ -180,9 +182,10 @@ def _dispatch(s: Any, rawbufs: Any, var_vals: Any, amt: int, allow_test_size: bo
     assert _ORIGINAL is not None
     if disable_cache is None:
         disable_cache = bool(IGNORE_BEAM_CACHE.value)
-    if not _ACTIVE:
+    active = _ACTIVE.get()
+    if not active:
         return _ORIGINAL(s, rawbufs, var_vals, amt, allow_test_size, disable_cache)
-    return _ACTIVE[-1].kernel(s, rawbufs, var_vals, amt, allow_test_size, disable_cache)
+    return active[-1].kernel(s, rawbufs, var_vals, amt, allow_test_size, disable_cache)
 
 
 def _cached(s: Any, amt: int, allow_test_size: bool) -> bool:
@@ -215,12 +218,12 @@ class _Hook:
         from tinygrad import Context
 
         _install()
-        _ACTIVE.append(self)
+        token = _ACTIVE.set((*_ACTIVE.get(), self))
         try:
             with Context(BEAM=self.beam):
                 yield
         finally:
-            _ACTIVE.remove(self)
+            _ACTIVE.reset(token)
 
     def kernel(self, s: Any, rawbufs: Any, var_vals: Any, amt: int, allow_test_size: bool, disable_cache: bool) -> Any:
         raise NotImplementedError
@@ -409,6 +412,7 @@ def tune_command(args: Any) -> int:
         f"tuning {cfg.model} (batch {cfg.batch}, input {list(sample)}, {cfg.loss}, {cfg.optimizer}) on {device}: BEAM={args.beam}, budget {args.budget:g} s"
     )
     trainer = synthetic_trainer(prog, cfg, sample, log=say, tuned=False)
+    trainer.step_cache = False  # the search compiles the steps itself (a cached step would skip it)
     graph = prog.ir(cfg.model)
     x, y = synthetic_batch(trainer, sample, cfg.batch, cfg.seed)
 

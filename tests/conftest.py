@@ -20,6 +20,9 @@ import dlspec
 from dlspec.errors import render_all
 
 ROOT = Path(__file__).resolve().parents[1]
+# compiled steps are not cached across test processes (a test that patches dlspec in-process must
+# compile its own step); tests/test_stepcache.py turns the cache on for its own runs
+os.environ.setdefault("DLSPEC_STEPCACHE", "0")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 IR_DIR = FIXTURES / "ir"
 UPDATE_GOLDEN = os.environ.get("DLSPEC_UPDATE_GOLDEN") == "1"

@@ -209,6 +209,7 @@ def atom(ch: Chooser, names: Sequence[str] = ("w", "i")) -> str:
 # ---- layers and statements ---------------------------------------------------------------
 
 ACTS = ["relu", "tanh", "sigmoid", "silu", "identity", "linear", "softmax", "log_softmax", "abs", "exp", "log", "sqrt", "neg"]
+ACTS += ["relu6", "hardswish", "hardsigmoid", "mish", "sin", "cos", "glu"]
 
 
 def layer(ch: Chooser, names: Sequence[str] = ("w", "i")) -> str:
@@ -228,11 +229,18 @@ def layer(ch: Chooser, names: Sequence[str] = ("w", "i")) -> str:
         6: lambda: f"reshape [{a()}, -1]" if ch.chance(0.5) else f"reshape [{a()}, {a()}]",
         7: lambda: f"permute [{ch.choice(['2, 1', '1, 2', '3, 2, 1', a()])}]",
         8: lambda: f"upsample {a()}" + ch.choice(["", " linear", " nearest", f" scale {a()}"]),
-        9: lambda: ch.choice(["batchnorm", "layernorm", f"groupnorm {a()}", f"batchnorm eps {a()} momentum {a()}"]),
+        9: lambda: ch.choice(
+            ["batchnorm", "layernorm", f"groupnorm {a()}", f"batchnorm eps {a()} momentum {a()}", "rmsnorm", f"rmsnorm eps {a()}"]
+        ),
         10: lambda: f"dropout {a()}",
         11: lambda: f"embedding {a()}" + ch.choice(["", f" vocab {a()}"]),
-        12: lambda: f"posembed {a()}",
-        13: lambda: f"attention {a()}" + ch.choice(["", " causal", f" dropout {a()}", " mask m"]),
+        12: lambda: ch.choice(
+            [f"posembed {a()}", "posenc", f"posenc base {a()}", "rope", f"reshape [-1, {a()}, {a()}] -> rope base {a()}"]
+        ),
+        13: lambda: (
+            f"attention {a()}"
+            + ch.choice(["", " causal", f" dropout {a()}", " mask m", f" kv_heads {a()}", " rope", f" kv_heads {a()} causal rope"])
+        ),
         14: lambda: (
             ch.choice(["rnn", "lstm", "gru"])
             + f" {a()}"
@@ -241,6 +249,9 @@ def layer(ch: Chooser, names: Sequence[str] = ("w", "i")) -> str:
         15: lambda: ch.choice(ACTS),
         16: lambda: ch.choice(
             [f"leaky_relu {a()}", f"elu alpha {a()}", "gelu tanh", f"softmax axis {a()}", "prelu per_channel", f"softplus beta {a()}"]
+            + [f"glu axis {a()}", f"glu({a()})", f"tile [{a()}, {a()}]", f"tile to [-1, {a()}]", f"roll {a()} axis {a()}"]
+            + [f"roll([{a()}, 1], axis = [1, {a()}])", f"droppath {a()}", f"embedding {a()} padding_idx {a()}"]
+            + [f"upsample {a()} bilinear", "upsample 2 bilinear align_corners", f"upsample {a()} linear align_corners false"]
         ),
         17: lambda: f"pad {a()}" + ch.choice(["", " reflect", f" channels [{a()}, {a()}]", f" value {a()}"]),
         18: lambda: f"maxout {a()}",
@@ -329,11 +340,32 @@ def statement(ch: Chooser, depth: int, names: Sequence[str], cell: bool = False)
         text = f"group {ch.choice(['g1', 'g2', 'g3'])} {b()}"
     elif k == 12:
         text = ch.choice(
-            ["gate z = (x, h) -> dense 4 -> sigmoid", "state h: [4]", f"state s: [{atom(ch, names)}]", "h = (1 - z) * h + z * x"]
+            [
+                "gate z = (x, h) -> dense 4 -> sigmoid",
+                "state h: [4]",
+                f"state s: [{atom(ch, names)}]",
+                "h = (1 - z) * h + z * x",
+                # cells with a context: read whole at every step, a state started from one
+                "context m",
+                "context m, e",
+                f"state s: [{atom(ch, names)}] init m",
+                "h = (x, h, mean(m, axis = 1)) -> dense 4",
+            ]
         )
     elif k == 13:
         text = ch.choice(
-            ["t = B(4)", "t = Enc()", "y = t(x)", "y = t(x) + t(x)", "u = C(4)", f"{ch.choice(['frob', 'branch', 'shortcut'])} {b()}"]
+            [
+                "t = B(4)",
+                "t = Enc()",
+                "y = t(x)",
+                "y = t(x) + t(x)",
+                "u = C(4)",
+                f"{ch.choice(['frob', 'branch', 'shortcut'])} {b()}",
+                "(x, h) -> C(4)",
+                "(x, x, h) -> C(4)",
+                "C(4, m = x)",
+                "C(4, m = x, sequences = false)",
+            ]
         )
     elif k == 14:
         text = f"{ch.choice(['h', 'y'])} = {expr(ch, 0, [*names, 'x', 'h'])}"
@@ -391,6 +423,8 @@ def new_construct(ch: Chooser, depth: int, names: Sequence[str], cell: bool = Fa
             f"y = crop(x, like = {ch.choice(['h', 'x', 'p'])})",
             "output y, y",
             "gate = dense 4",
+            f"conv 4 kernel 3 stride {a()}, ok drop_border",
+            ch.choice(["dense 4, ok [tuple_concat, pad_nothing]", "dense 4, ok frob", "dense 4, ok", "pad 0, ok pad_nothing"]),
             f"{ch.choice(['input', 'state', 'output', 'param'])}, b = split(x, 2)",
         ]
     )
@@ -532,6 +566,8 @@ HUGE_TEMPLATES = [
     "model M {\n  input x: [T] int vocab @\n  embedding 4\n}\n",
     "model M {\n  input x: [T, 8]\n  posembed @\n}\n",
     "model M {\n  input x: [T, 8]\n  attention @\n}\n",
+    "model M {\n  input x: [T, 8]\n  attention 4 kv_heads @ rope\n}\n",
+    "model M {\n  input x: [T, 8]\n  posenc base @ -> rope base @ -> rmsnorm eps @\n}\n",
     "model M {\n  input x: [8]\n  dropout @\n}\n",
     "model M {\n  input x: [8]\n  leaky_relu @\n}\n",
     "model M {\n  input x: [8]\n  h = x * @\n  h -> dense 2\n}\n",
@@ -615,11 +651,14 @@ VOCAB = [
     *"residual shortcut concat add multiply branch repeat group".split(),
     *"dense conv deconv pool max avg global adaptive flatten reshape permute upsample pad relu tanh sigmoid softmax".split(),
     *"dropout batchnorm layernorm groupnorm attention embedding posembed rnn lstm gru maxout leaky_relu elu gelu".split(),
+    *"relu6 hardswish hardsigmoid mish glu sin cos tile to roll droppath padding_idx bilinear align_corners sin( roll(".split(),
+    *"rmsnorm posenc rope kv_heads rope_base base eps num_key_value_heads rope_theta".split(),
     *"kernel stride padding bias units heads mask same valid sequences layers hidden vocab dtype int float16 bool".split(),
     *"data loss optimizer sgd adam lr batch epochs schedule milestones gan generator discriminator autoencoder vae dqn".split(),
     *"x h T w B C M N B( M( C( max( len( int(".split(),
     *"param split chunk crop zeros ones full arange tril triu mean sum min matmul transpose like keepdim init std".split(),
     *"normal trunc_normal uniform piece sections size( channels( split( zeros( arange( x[ cfg[ ... x[:, 0] a, b =".split(),
+    *"context ok drop_border tuple_concat pad_nothing dropout_unused".split(),
     *"{ } ( ) [ ] , ; : = -> + - * / // % ** @ == != < <= > >=".split(),
     *"0 1 3 -1 0.5 1e-3 1e308 1e400 2**64 9223372036854775808".split(),
     "9" * 5000,

@@ -188,8 +188,9 @@ def test_tune_records_and_train_uses_the_cache(tmp_path, caches):
     r = run_dlspec("bench", str(f), "--steps", "2", env={**caches, "DLSPEC_TUNED": "1"})
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("dlspec kernels: tuned, BEAM=1"))
-    hits = int(line.split("(")[1].split(" from")[0])
-    assert hits >= 1
+    if "from the step cache" not in line:  # the train run above cached its compiled step (dlspec.stepcache), tuned kernels in it
+        hits = int(line.split("(")[1].split(" from")[0])
+        assert hits >= 1
     assert beam_rows(caches["CACHEDB"]) == rows  # nothing searched (or stored) after dlspec tune
 
     # another batch size: no tuned kernels, nothing said

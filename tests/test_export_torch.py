@@ -331,6 +331,62 @@ def test_sequence_ops_at_two_lengths(folder):
     assert "self.head(x, self.emb.weight)" in pair.source and "F.linear(e, self.emb.weight)" in pair.source
 
 
+NEW_OPS = """
+model NewOps {
+  input x: [4, 5, 6]
+  input seq: [T, 6]
+  input tok: [T] int vocab 9
+  output acts = concat(relu6(x * 4), hardswish(x * 4), hardsigmoid(x * 4), mish(x * 4), sin(x), cos(x), axis = 1)
+  output g = x -> conv 4 kernel 3 padding 1 -> glu axis 1
+  output g2 = seq -> dense 8 -> glu
+  output t = x -> tile [1, 2, 1]
+  output t2 = seq -> tile to [-1, 12]
+  output r = x -> roll [1, -3] axis [2, -1]
+  output r2 = seq -> roll 7 axis 1
+  output e = tok -> embedding 3 padding_idx 0 as emb
+  output e2 = tok -> embedding 2 padding_idx -1
+  output u = x -> upsample 2 bilinear align_corners
+  output u2 = x -> upsample [2, 3] bilinear
+  output u3 = seq -> permute [2, 1] -> upsample 2 linear align_corners
+}
+
+model DropPath {
+  input x: [3, 2]
+  residual { dense 2 -> droppath 0.25 }
+}
+"""
+
+
+def test_new_ops_at_two_lengths(folder):
+    """Issue 14's activations, glu, tile, roll (also on a symbolic axis), embedding padding_idx,
+    upsample bilinear/linear with align_corners: eval and training, T = 5 and 3."""
+    pair = Pair(NEW_OPS, folder, "NewOps")
+    rng = np.random.default_rng(14)
+    for t in (5, 3):
+        inputs = random_inputs(pair.graph, pair.shapes, rng, T=t)
+        inputs["tok"][:, 0] = 0  # the padding id: its (randomised) row is read as it is
+        pair.check(inputs, train=False)
+        pair.check(inputs, train=True)
+    assert "nn.Embedding(9, 3, padding_idx=0)" in pair.source and "nn.Embedding(9, 2, padding_idx=-1)" in pair.source
+    assert 'mode="bilinear", align_corners=True' in pair.source and "F.glu(" in pair.source
+
+
+def test_droppath_module_drops_whole_samples(folder):
+    """The generated ``drop_path`` is timm's: samples zeroed with probability 0.25, the rest scaled by 4/3."""
+    pair = Pair(NEW_OPS, folder, "DropPath")
+    x = torch.ones(4000, 3, 2)
+    inputs = random_inputs(pair.graph, pair.shapes, np.random.default_rng(2))
+    pair.check(inputs, train=False)  # the identity in eval
+    with torch.no_grad():
+        branch = pair.model.train()(x) - x  # the residual branch after drop_path
+    per_sample = branch.reshape(4000, -1)
+    kept = (per_sample != 0).any(1)
+    assert abs(kept.float().mean().item() - 0.75) < 0.03
+    with torch.no_grad():
+        full = pair.model.eval()(x) - x
+    torch.testing.assert_close(per_sample[kept], full.reshape(4000, -1)[kept] / 0.75)
+
+
 def test_blocks_instances_repeats_and_cells(folder):
     """One class per block where the calls differ only in arguments, shared instances calling one
     submodule, a repeat of blocks as a loop over a ModuleList, a two-state cell as a loop over T."""
@@ -424,11 +480,16 @@ ZOO_RUNS = [
     ("siamese.dl", "Siamese", {}, {}, True),
     ("resnet20_cifar.dl", "ResNet20", {"n": 1}, {}, True),
     ("transformer.dl", "TransformerEncoderLayer", {"d": 8, "heads": 2, "ff": 16}, {"T": 4}, False),
-    ("transformer.dl", "TransformerEncoder", {"vocab": 20, "context": 6, "d": 8, "heads": 2, "ff": 16, "layers": 2}, {"T": 5}, False),
+    ("transformer.dl", "TransformerEncoder", {"vocab": 20, "d": 8, "heads": 2, "ff": 16, "layers": 2}, {"T": 5}, False),
     ("dcgan.dl", "Generator", {"latent": 8}, {}, True),
     ("dcgan.dl", "Discriminator", {}, {}, True),
     ("dqn.dl", "CartPoleQ", {}, {}, True),
     ("dqn.dl", "DQN", {}, {}, True),
+    # issue 14's zoo: params (class token, layer scale), token 0, crop-and-concat, two inputs, tables
+    ("vit.dl", "ViTB16", {"image_size": 16, "patch": 4, "d": 8, "layers": 1, "heads": 2, "mlp": 16, "classes": 3}, {}, False),
+    ("bert.dl", "BertBase", {"vocab": 20, "positions": 8, "d": 8, "layers": 1, "heads": 2, "ff": 16}, {"T": 5}, False),
+    ("unet.dl", "UNet", {"size": 188, "width": 2}, {}, False),
+    ("convnext.dl", "ConvNeXtTiny", {"dims": [4, 8, 8, 8], "depths": [1, 1, 1, 1], "classes": 3, "size": 32}, {}, False),
 ]
 
 

@@ -62,13 +62,24 @@ ZOO = [
         {"output": ["T", 65]},
     ),
     ("transformer.dl", "TransformerEncoderLayer", 3_152_384, {"output": ["T", 512]}),
-    ("transformer.dl", "TransformerEncoder", 38_120_448, {"output": ["T", 512]}),
+    # the paper's sinusoids (posenc, no params): the former learned positions' 512·512 removed
+    ("transformer.dl", "TransformerEncoder", 38_120_448 - 512 * 512, {"output": ["T", 512]}),
     ("gpt2_small.dl", "GPT2Small", 124_439_808, {"output": ["T", 50257]}),
+    ("tinyllama.dl", "TinyLlama", 1_100_048_384, {"output": ["T", 32000]}),  # RMSNorm, RoPE, SwiGLU, 32 / 4 kv heads
     ("dqn.dl", "DQN", 1_686_180, {"output": [4]}),
     ("dqn.dl", "CartPoleQ", 4_610, {"output": [2]}),
     ("maxout.dl", "Maxout", 1_233_610, {"output": [10]}),
     ("prelu.dl", "PReLUNet", 421_866, {"output": [10]}),
     ("elu.dl", "ELUNet", 466_698, {"output": [10]}),
+    # issue 14: written with the language's tensors (token 0, crop, concat, param, tables)
+    ("vit.dl", "ViTB16", 86_567_656, {"output": [1000]}),  # torchvision vit_b_16
+    ("bert.dl", "BertBase", 109_482_240, {"last_hidden_state": ["T", 768], "pooler_output": [768]}),  # HF BertModel
+    ("unet.dl", "UNet", 31_030_658, {"output": [2, 388, 388]}),  # Ronneberger et al. 2015, Fig. 1
+    ("convnext.dl", "ConvNeXtTiny", 28_589_128, {"output": [1000]}),  # torchvision convnext_tiny
+    ("mobilenet_v2.dl", "MobileNetV2", 3_504_872, {"output": [1000]}),  # torchvision mobilenet_v2, relu6
+    # cells with a context: the decoder reads the encoder's annotations at every step
+    ("seq2seq_attention.dl", "RNNsearch", 80_447_000, {"output": ["S", 30000]}),  # Bahdanau et al. 2015, by hand
+    ("ntm.dl", "NTM", 64_820, {"output": ["T", 8]}),  # Graves et al. 2014, copy task; the count by hand
 ]
 
 ZOO_FILES = sorted({f for f, *_ in ZOO})
@@ -265,8 +276,15 @@ ON_NULL = {
     "GPT2Small",
     "Autoencoder",
     "DQN",
+    "ViTB16",
+    "BertBase",
+    "UNet",
+    "ConvNeXtTiny",
+    "MobileNetV2",
+    "RNNsearch",
+    "TinyLlama",  # 1.1 G params: on NULL nothing is drawn or stored (build makes empty buffers)
 }
-TRACE_ONLY = {"RNN", "LSTM", "GRU", "CharLSTM"}
+TRACE_ONLY = {"RNN", "LSTM", "GRU", "CharLSTM", "RNNsearch", "NTM"}
 
 
 @pytest.mark.parametrize("case", ZOO, ids=_id)
@@ -279,3 +297,60 @@ def test_forward_pass_gives_the_static_shapes(case, programs):
     assert net.num_params()[0] == params
     problems = verify(net, batch=2, seq={"T": 16}, run=model not in TRACE_ONLY)
     assert problems == []
+
+
+# ---- TinyLlama ---------------------------------------------------------------------------------
+
+TINY_LLAMA_SMALL = {"vocab": 50, "d": 32, "layers": 2, "heads": 4, "kv_heads": 2, "ff": 40}
+
+
+def test_tinyllama_layers_and_names(programs):
+    """HuggingFace LlamaForCausalLM's per-layer counts and state-dict names (less 'model.')."""
+    prog = programs("tinyllama.dl")
+    rows = {r["path"]: r for r in prog.report("TinyLlama")["layers"]}
+    assert rows["layers.0.self_attn"]["params"] == 2 * 2048 * 2048 + 2 * 2048 * (4 * 64)  # q, o; k, v of 4 heads of 64
+    assert all(rows[f"layers.0.mlp.{k}"]["params"] == 2048 * 5632 for k in ("gate_proj", "up_proj", "down_proj"))
+    assert rows["layers.0.input_layernorm"]["params"] == rows["norm"]["params"] == 2048
+    assert rows["lm_head"]["params"] == rows["embed_tokens"]["params"] == 32000 * 2048  # untied
+    from dlspec import state
+
+    keys = set(state.entries(prog.ir("TinyLlama"), prog.shapes("TinyLlama")))
+    layer0 = {k for k in keys if k.startswith("layers.0.")}
+    assert layer0 == {
+        f"layers.0.{k}.weight"
+        for k in (
+            "input_layernorm",
+            "post_attention_layernorm",
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        )
+    }
+    assert len(keys) == 2 + 22 * 9 + 1
+
+
+def test_tinyllama_compiles_at_a_bound_sequence_length(programs):
+    """Symbolic T throughout; bound with --seq the MACs are 2·T·(params less the embedding) for the
+    matrices plus 22·2·T²·d for Q·Kᵀ and A·V."""
+    prog = programs("tinyllama.dl")
+    assert prog.shapes("TinyLlama")["layers.21.self_attn"].json() == ["N", "T", 2048]
+    for t in (1, 2048):
+        macs = prog.report("TinyLlama", seq={"T": t})["macs"]
+        matrices = 1_100_048_384 - 32000 * 2048 - 2048 * (2 * 22 + 1)  # less the embedding and the norms
+        assert macs == t * matrices + 22 * 2 * t * t * 2048
+
+
+def test_tinyllama_scaled_down_forward_pass(programs):
+    """The TinyLlama spec with small arguments: runtime shapes and params equal the static ones."""
+    from dlspec.backends.tinygrad import verify
+
+    prog = programs("tinyllama.dl")
+    net = prog.build("TinyLlama", device="CPU", seed=0, **TINY_LLAMA_SMALL)
+    d, kv = TINY_LLAMA_SMALL["d"], TINY_LLAMA_SMALL["kv_heads"] * TINY_LLAMA_SMALL["d"] // TINY_LLAMA_SMALL["heads"]
+    per_layer = 2 * d * d + 2 * d * kv + 3 * d * TINY_LLAMA_SMALL["ff"] + 2 * d
+    assert net.num_params()[0] == 2 * 50 * d + 2 * per_layer + d
+    assert verify(net, batch=2, seq={"T": 6}) == []

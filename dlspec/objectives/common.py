@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..errors import UsageError
-from ..train import TrainError, append_line, atomic_write_text
+from ..loop import Bars, Record, clock, finite  # noqa: F401 - their old home
+from ..train import TrainError, atomic_write_text
 
 # ---- host ↔ device ----------------------------------------------------------------------------------
 
@@ -192,31 +192,6 @@ def plot_curves(stem: Path, series: dict[str, list[float]], xlabel: str = "epoch
             d.line(pts, fill=color, width=2)
         d.text((w - m - 150, m + 14 * k - 8), name, fill=color)
     _save_image(img, stem.with_suffix(".png"))
-
-
-# ---- progress --------------------------------------------------------------------------------------
-
-
-class Bars:
-    """The trainer's UI (:mod:`dlspec.progress`) with objective-specific step text."""
-
-    def __init__(self, ui: Any, log: Callable[[str], None]):
-        self.ui, self.log = ui, log
-
-    def start(self, epoch: int, epochs: int, steps: int) -> None:
-        if self.ui is not None:
-            self.ui.start_epoch(epoch, epochs, steps)
-
-    def step(self, i: int, info: str, compiling: bool = False) -> None:
-        ui = self.ui
-        if ui is None or getattr(ui, "progress", None) is None or getattr(ui, "step_task", None) is None:
-            return
-        text = "compiling kernels (first run only, cached afterwards)…" if compiling else info
-        ui.progress.update(ui.step_task, completed=i, info=text)
-
-    def end(self, epochs: int) -> None:
-        if self.ui is not None:
-            self.ui.end(epochs)
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -407,52 +382,3 @@ def latent_size(net) -> int:
     if not all(isinstance(d, int) for d in t.sample):
         raise TrainError(f"{net.graph.name}'s latent z {t.show()} has no fixed size")
     return math.prod(t.sample)
-
-
-# ---- a run's bookkeeping ---------------------------------------------------------------------------
-
-
-class Record:
-    """metrics.jsonl (one line per epoch / episode) and the history behind the plots."""
-
-    def __init__(self, run_dir: Path):
-        self.dir = run_dir
-        self.history: list[dict] = []
-        self._dirty = False  # the file holds lines that are not in the history (unreadable ones)
-        path = run_dir / "metrics.jsonl"
-        if path.exists():
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    rec = None
-                if isinstance(rec, dict):
-                    self.history.append(rec)
-                else:
-                    self._dirty = True
-
-    def keep(self, upto: int, key: str = "epoch") -> None:
-        """Keep the records up to ``upto`` (the checkpoint's position); metrics.jsonl is
-        rewritten atomically when that drops lines, so later appends follow whole lines."""
-        kept = [r for r in self.history if r.get(key, 0) <= upto]
-        if self._dirty or len(kept) != len(self.history):
-            atomic_write_text(self.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
-            self._dirty = False
-        self.history = kept
-
-    def add(self, rec: dict) -> None:
-        self.history.append(rec)
-        append_line(self.dir / "metrics.jsonl", rec)
-
-    def series(self, *keys: str) -> dict[str, list[float]]:
-        return {k: [r[k] for r in self.history if k in r and r[k] is not None] for k in keys}
-
-
-def finite(name: str, value: float, where: str) -> float:
-    if not math.isfinite(value):
-        raise TrainError(f"the {name} became {value} at {where}; training stopped (the last checkpoint is kept)")
-    return value
-
-
-def clock() -> float:
-    return time.perf_counter()

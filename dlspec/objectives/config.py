@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import Diagnostic, Note, UsageError
 from ..registry import OBJECTIVES
-from ..train import TrainError
+from ..train import TrainError, data_setting, optimizer_setting
 
 #: settings each objective takes (beyond these, a setting is an error at its span): :data:`dlspec.registry.OBJECTIVES`
 ALLOWED: dict[str, tuple[str, ...]] = {name: e.settings for name, e in OBJECTIVES.items() if e.settings is not None}
@@ -99,27 +99,17 @@ def resolve(prog, spec_path: str, section, overrides: dict[str, Any]) -> Objecti
     if kind == "gan":
         cfg["noise"] = 1.0
     if "data" in s:
-        cfg["data"] = s["data"].value
-        opts = dict(s["data"].options)
         for k in ("val_split", "augment", "normalize"):
-            if k in opts:
+            if k in s["data"].options:
                 raise _err(f"data option '{k}' does not apply to 'train {kind}'", s["data"].span)
-        if "dir" in opts:
-            cfg["data_dir"] = opts.pop("dir")
-        if "limit" in opts:
-            cfg["limit"] = opts.pop("limit")
-        cfg["data_options"] = opts
+        cfg.update(data_setting(s["data"]))
     if "loss" in s:
         if s["loss"].value not in LOSSES[kind]:
             raise _err(f"'train {kind}' cannot use loss '{s['loss'].value}'", s["loss"].span, help="one of " + ", ".join(LOSSES[kind]))
         cfg["loss"], cfg["loss_options"] = s["loss"].value, dict(s["loss"].options)
     if "optimizer" in s:
-        opts = dict(s["optimizer"].options)
-        cfg["optimizer"] = s["optimizer"].value
-        for k in ("lr", "weight_decay"):
-            if k in opts:
-                cfg[k] = opts.pop(k)
-        cfg["optimizer_options"] = opts
+        cfg.update(optimizer_setting(s["optimizer"]))
+        opts = cfg["optimizer_options"]
         if kind == "gan":  # one `optimizer` line sets both of a GAN's
             for r in ("d", "g"):
                 cfg[f"{r}_optimizer"], cfg[f"{r}_optimizer_options"] = cfg["optimizer"], dict(opts)
@@ -133,11 +123,7 @@ def resolve(prog, spec_path: str, section, overrides: dict[str, Any]) -> Objecti
     for r in ("d", "g"):
         key = f"{r}_optimizer"
         if key in s:
-            opts = dict(s[key].options)
-            cfg[key] = s[key].value
-            if "lr" in opts:
-                cfg[f"{r}_lr"] = opts.pop("lr")
-            cfg[f"{key}_options"] = opts
+            cfg.update(optimizer_setting(s[key], prefix=f"{r}_"))
     for key in ("batch", "epochs", "seed", "device", "weight_decay", "latent", "beta", "label_smoothing"):
         if key in s:
             cfg[key] = s[key].value

@@ -25,13 +25,15 @@ Gymnasium is an optional dependency: ``pip install 'dlspec[rl]'``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from ..train import TrainError, atomic_write_text, file_digest
-from .common import Bars, Record, Staging, clock, copy_weights, finite, item, plot_curves, realize_before_step, save_checkpoint
+from ..loop import Objective, Position, clock
+from ..train import TrainError
+from .common import Staging, copy_weights, item, plot_curves, realize_before_step
 from .config import ENVS
 
 #: the checkpoint metadata key of the loop's own state (position, counters, RNG, replay position)
@@ -202,53 +204,35 @@ class QLearner:
         copy_weights(self.target, self.q)
 
 
-class DQNRun:
+class DQNRun(Objective):
+    """``train dqn M`` on the shared loop (:mod:`dlspec.loop`): a unit is an episode, a step an
+    environment step (with a gradient step once learning has started)."""
+
     kind = "dqn"
+    unit = "episode"
 
-    def __init__(self, prog, cfg, run_dir: Path, log: Callable[[str], None], ui: Any = None):
-        self.prog, self.cfg, self.dir, self.log = prog, cfg, Path(run_dir), log
-        self.bars = Bars(ui, log)
+    # the objective -------------------------------------------------------------------------------
+    def prepare(self, meta: dict[str, str]) -> None:
+        self.gym = gymnasium()  # missing: a clear error before anything is built
 
-    def parts(self) -> dict[str, Any]:
-        return {"model": self.agent.q, "target": self.agent.target, "optim": self.agent.opt}
+    def data_identity(self) -> tuple[str, str | None]:
+        return self.cfg.env, None
 
-    def evaluate(self, env, episodes: int, seed: int) -> list[float]:
-        """Returns of ``episodes`` greedy episodes (seeds ``seed``, ``seed + 1``, …)."""
-        out = []
-        for k in range(episodes):
-            obs, _ = env.reset(seed=seed + k)
-            total, done = 0.0, False
-            while not done:
-                obs, r, term, trunc, _ = env.step(self.agent.act(obs))
-                total += float(r)
-                done = term or trunc
-            out.append(total)
-        return out
+    def units(self) -> int:
+        return self.cfg.episodes
 
-    def run(self, resume: bool = False) -> dict[str, Any]:
+    def check_resumable(self, path: Path, meta: dict[str, str]) -> None:
+        if STATE_KEY not in meta:
+            raise TrainError(
+                f"{path}: the checkpoint holds no replay buffer (an earlier dlspec wrote it); it cannot be resumed: start a new run"
+            )
+
+    def setup(self) -> None:
         from tinygrad import Tensor
 
-        from .. import resume as exact
-        from ..train import OPTIMIZER_FIELDS, SpecPlaces
-
-        gym = gymnasium()
         c = self.cfg
-        env_id, _, _ = ENVS[c.env]
-        last = self.dir / "last.safetensors"
-        spec_sha = file_digest(self.dir / "spec.dl") if (self.dir / "spec.dl").exists() else ""
-        meta: dict[str, str] = {}
-        if resume:  # a damaged checkpoint, or one of another spec, fails before anything is built
-            meta = exact.check(last)
-            exact.check_identity(last, meta, self.dir / "spec.dl", spec_sha, c.env, None)
-            if meta.get("kind", "dqn") != "dqn" or meta.get("model", c.model) != c.model:
-                raise TrainError(
-                    f"{last}: the checkpoint holds a 'train {meta.get('kind')} {meta.get('model')}' run, not 'train dqn {c.model}'"
-                )
-            if STATE_KEY not in meta:
-                raise TrainError(
-                    f"{last}: the checkpoint holds no replay buffer (an earlier dlspec wrote it); it cannot be resumed: start a new run"
-                )
-        env, eval_env = gym.make(env_id), gym.make(env_id)
+        self.env_id = ENVS[c.env][0]
+        self.env, self.eval_env = self.gym.make(self.env_id), self.gym.make(self.env_id)
         Tensor.manual_seed(c.seed)
         try:
             self.agent = a = QLearner(
@@ -267,142 +251,168 @@ class DQNRun:
                 seed=c.seed,
             )
         except (ValueError, TypeError) as e:
-            raise SpecPlaces(self.prog, c).error(f"optimizer {c.optimizer}: {e}", *OPTIMIZER_FIELDS) from None
+            from ..train import OPTIMIZER_FIELDS
+
+            raise self.places.error(f"optimizer {c.optimizer}: {e}", *OPTIMIZER_FIELDS) from None
+        self.device = a.device
         self.log(
-            f"device {a.device}; {c.model}: {a.q.num_params()[0]:,} params; env {env_id}; {c.episodes} episodes, buffer {c.buffer}, batch {c.batch}, "
+            f"device {a.device}; {c.model}: {a.q.num_params()[0]:,} params; env {self.env_id}; {c.episodes} episodes, buffer {c.buffer}, batch {c.batch}, "
             f"γ {c.gamma}, target every {c.target_update} updates, ε {c.epsilon}→{c.epsilon_end} over {c.epsilon_decay} steps, warm-up {c.warmup} steps"
         )
-        rng = np.random.default_rng([c.seed, 0xD0])
-        replay = Replay(c.buffer, a.obs_shape)
-        rec = Record(self.dir)
-        start, steps, best, best_ep = 0, 0, None, 0
-        if resume:
-            from .common import load_checkpoint, read_arrays
+        # exploration and minibatches: one generator for the whole run, its state in every checkpoint
+        self.rng = np.random.default_rng([c.seed, 0xD0])
+        self.replay = Replay(c.buffer, a.obs_shape)
+        self.best_ep, self.eps, self.started = 0, c.epsilon, clock()
 
-            load_checkpoint(last, self.parts(), verify=False)
-            try:
-                state = json.loads(meta[STATE_KEY])
-                start, steps, best, best_ep, a.updates = (
-                    state["episode"],
-                    state["steps"],
-                    state["best"],
-                    state["best_episode"],
-                    state["updates"],
-                )
-                rng.bit_generator.state = state["rng"]
-                replay.restore(read_arrays(last, "replay"), state["replay"])
-            except (KeyError, TypeError, ValueError) as e:
-                raise TrainError(f"{last}: the checkpoint's DQN state is not readable ({type(e).__name__}: {e})") from None
-            self.log(f"resumed after episode {start} ({steps:,} env steps, {a.updates:,} updates)")
-        rec.keep(start, key="episode")
-        started = clock()
-        self.bars.start(0, 1, c.episodes)
-        for ep in range(start, c.episodes):
-            exact.reseed(a.device, exact.epoch_seed(c.seed, ep))  # dropout in the Q-network: a function of (seed, episode)
-            obs, _ = env.reset(seed=c.seed * 1_000_003 + ep)  # the environment's RNG: a function of (seed, episode)
-            total, losses, done = 0.0, [], False
+    def parts(self) -> dict[str, Any]:
+        return {"model": self.agent.q, "target": self.agent.target, "optim": self.agent.opt}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f"replay.{k}": v for k, v in self.replay.arrays().items()}
+
+    def meta(self, pos: Position) -> dict[str, str]:
+        # everything the next episode depends on: ε (a function of the env steps), the target refresh (of the
+        # updates), the exploration/minibatch RNG, the replay buffer; the environment is reseeded per episode
+        state = {
+            "episode": pos.unit,
+            "steps": pos.step,
+            "best": pos.best,
+            "best_episode": self.best_ep,
+            "updates": self.agent.updates,
+            "rng": self.rng.bit_generator.state,
+            "replay": self.replay.position(),
+        }
+        return {"episode": str(pos.unit), "steps": str(pos.step), STATE_KEY: json.dumps(state)}
+
+    def position(self, path: Path, meta: dict[str, str]) -> Position:
+        try:
+            state = json.loads(meta[STATE_KEY])
+            return Position(int(state["episode"]), int(state["steps"]), state["best"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise TrainError(f"{path}: the checkpoint's DQN state is not readable ({type(e).__name__}: {e})") from None
+
+    def restore(self, path: Path, meta: dict[str, str]) -> None:
+        from .common import read_arrays
+
+        try:
+            state = json.loads(meta[STATE_KEY])
+            self.best_ep, self.agent.updates = state["best_episode"], state["updates"]
+            self.rng.bit_generator.state = state["rng"]
+            self.replay.restore(read_arrays(path, "replay"), state["replay"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise TrainError(f"{path}: the checkpoint's DQN state is not readable ({type(e).__name__}: {e})") from None
+
+    def resumed_line(self, pos: Position) -> str:
+        return f"resumed after episode {pos.unit} ({pos.step:,} env steps, {self.agent.updates:,} updates)"
+
+    def start_unit(self, unit: int, rng: np.random.Generator) -> None:
+        self.obs, _ = self.env.reset(seed=self.cfg.seed * 1_000_003 + unit)  # the environment's RNG: a function of (seed, episode)
+        self.total, self.done, self.episode = 0.0, False, unit
+
+    def batches(self, unit: int, rng: np.random.Generator):
+        while not self.done:
+            yield None
+
+    def samples(self, batch: Any) -> int:
+        return 1
+
+    def train_step(self, batch: Any, pos: Position) -> tuple[dict[str, float], float]:
+        c, a, replay = self.cfg, self.agent, self.replay
+        self.eps = eps = epsilon_at(pos.step, c.epsilon, c.epsilon_end, c.epsilon_decay)
+        action = int(self.rng.integers(a.actions)) if self.rng.random() < eps else a.act(self.obs)
+        obs2, r, term, trunc, _ = self.env.step(action)
+        replay.add(self.obs, action, float(r), obs2, term)
+        self.obs, self.total, self.done = obs2, self.total + float(r), term or trunc
+        if pos.step + 1 >= c.warmup and len(replay) >= c.batch:
+            loss = a.train_step(*replay.sample(self.rng, c.batch))
+            if math.isfinite(loss) and a.updates % c.target_update == 0:
+                a.sync_target()
+            return {"loss": loss}, 1
+        return {}, 1
+
+    def nonfinite(self, name: str, value: float, pos: Position, unit: int, i: int) -> TrainError:
+        return TrainError(
+            f"the {name} became {value} at env step {pos.step + 1} (episode {unit + 1}); training stopped (the last checkpoint is kept)"
+        )
+
+    def end_unit(self, unit: int, means: dict[str, float], pos: Position, seconds: float, samples: int) -> dict[str, Any]:
+        c = self.cfg
+        record = {
+            "episode": unit + 1,
+            "return": self.total,
+            "steps": pos.step,
+            "epsilon": round(self.eps, 4),
+            "loss": means.get("loss"),
+            "seconds": round(clock() - self.started, 2),
+        }
+        if (unit + 1) % c.eval_every == 0 or unit + 1 == c.episodes:
+            record["eval_return"] = float(np.mean(self.evaluate(self.eval_env, 10, 10_000 + unit)))
+        self.last_record = record
+        return record
+
+    def score(self, record: dict[str, Any]) -> float | None:
+        return record.get("eval_return")
+
+    def checkpoint_due(self, record: dict[str, Any]) -> bool:
+        return record.get("eval_return") is not None
+
+    def best_checkpoint(self, pos: Position, record: dict[str, Any]):
+        from .. import resume as exact
+
+        self.best_ep = pos.unit
+        meta = {"episode": str(pos.unit), "eval_return": str(record["eval_return"]), "model": self.cfg.model}
+        return {"model": self.agent.q}, {**meta, exact.SPEC_KEY: self._spec_sha()}
+
+    def _spec_sha(self) -> str:
+        from ..train import file_digest
+
+        return file_digest(self.dir / "spec.dl") if (self.dir / "spec.dl").exists() else ""
+
+    def progress(self, i: int, means: dict[str, float], rate: float, compiling: bool) -> None:
+        rec = getattr(self, "last_record", None)
+        if rec is not None:
+            recent = self._recent()
+            self.bars.step(i, f"return {rec['return']:.0f} (mean of last 20: {recent:.1f})  ε {rec['epsilon']:.3f}  {rec['steps']:,} steps")
+
+    def _recent(self) -> float:
+        return float(np.mean([r["return"] for r in self.record.history[-20:]] or [0.0]))
+
+    def unit_line(self, record: dict[str, Any]) -> str:
+        return (
+            f"episode {record['episode']}/{self.cfg.episodes}: return {record['return']:.0f}, mean of last 20 {self._recent():.1f}, "
+            f"greedy eval {record['eval_return']:.1f}, ε {record['epsilon']:.3f}, {record['steps']:,} env steps"
+        )
+
+    def plot(self, history: list[dict]) -> None:
+        plot_curves(self.dir / "returns", _return_series(history), xlabel="episode", title=f"{self.cfg.model} on {self.env_id}")
+
+    def evaluate(self, env, episodes: int, seed: int) -> list[float]:
+        """Returns of ``episodes`` greedy episodes (seeds ``seed``, ``seed + 1``, …)."""
+        out = []
+        for k in range(episodes):
+            obs, _ = env.reset(seed=seed + k)
+            total, done = 0.0, False
             while not done:
-                eps = epsilon_at(steps, c.epsilon, c.epsilon_end, c.epsilon_decay)
-                action = int(rng.integers(a.actions)) if rng.random() < eps else a.act(obs)
-                obs2, r, term, trunc, _ = env.step(action)
-                replay.add(obs, action, float(r), obs2, term)
-                obs, total, done = obs2, total + float(r), term or trunc
-                steps += 1
-                if steps >= c.warmup and len(replay) >= c.batch:
-                    losses.append(finite("loss", a.train_step(*replay.sample(rng, c.batch)), f"env step {steps} (episode {ep + 1})"))
-                    if a.updates % c.target_update == 0:
-                        a.sync_target()
-                if c.max_steps is not None and steps >= c.max_steps:
-                    break
-            record = {
-                "episode": ep + 1,
-                "return": total,
-                "steps": steps,
-                "epsilon": round(eps, 4),
-                "loss": float(np.mean(losses)) if losses else None,
-                "seconds": round(clock() - started, 2),
-            }
-            if (ep + 1) % c.eval_every == 0 or ep + 1 == c.episodes:
-                ev = float(np.mean(self.evaluate(eval_env, 10, 10_000 + ep)))
-                record["eval_return"] = ev
-                if best is None or ev > best:
-                    best, best_ep = ev, ep + 1
-                    save_checkpoint(
-                        self.dir / "best.safetensors",
-                        {"model": a.q},
-                        {"episode": str(ep + 1), "eval_return": str(ev), "model": c.model, exact.SPEC_KEY: spec_sha},
-                    )
-            rec.add(record)
-            recent = [r["return"] for r in rec.history[-20:]]
-            self.bars.step(ep + 1, f"return {total:.0f} (mean of last 20: {np.mean(recent):.1f})  ε {eps:.3f}  {steps:,} steps")
-            if record.get("eval_return") is not None:
-                # everything the next episode depends on, in one atomic file: weights, optimizer, replay, ε (a
-                # function of the env steps), the exploration/minibatch RNG; the environment is reseeded per episode
-                state = {
-                    "episode": ep + 1,
-                    "steps": steps,
-                    "best": best,
-                    "best_episode": best_ep,
-                    "updates": a.updates,
-                    "rng": rng.bit_generator.state,
-                    "replay": replay.position(),
-                }
-                save_checkpoint(
-                    last,
-                    self.parts(),
-                    {
-                        "episode": str(ep + 1),
-                        "steps": str(steps),
-                        "kind": "dqn",
-                        "model": c.model,
-                        exact.SPEC_KEY: spec_sha,
-                        STATE_KEY: json.dumps(state),
-                    },
-                    arrays={f"replay.{k}": v for k, v in replay.arrays().items()},
-                )
-                plot_curves(self.dir / "returns", _return_series(rec.history), xlabel="episode", title=f"{c.model} on {env_id}")
-                self.log(
-                    f"episode {ep + 1}/{c.episodes}: return {total:.0f}, mean of last 20 {np.mean(recent):.1f}, greedy eval {record['eval_return']:.1f}, ε {eps:.3f}, {steps:,} env steps"
-                )
-            if c.max_steps is not None and steps >= c.max_steps:
-                break
-        train_wall = clock() - started
-        self.bars.end(1)
+                obs, r, term, trunc, _ = env.step(self.agent.act(obs))
+                total += float(r)
+                done = term or trunc
+            out.append(total)
+        return out
+
+    def summary(self, history: list[dict], pos: Position, wall: float, samples: int) -> dict[str, Any]:
+        from ..train import atomic_write_text
+        from .common import load_checkpoint
+
+        c, a, best_ep = self.cfg, self.agent, self.best_ep
         # the final evaluation: the best weights, eval_episodes greedy episodes
         if (self.dir / "best.safetensors").exists():
-            from .common import load_checkpoint
-
             load_checkpoint(self.dir / "best.safetensors", {"model": a.q})
         t0 = clock()
-        returns = self.evaluate(eval_env, c.eval_episodes, 1_000_000)
+        returns = self.evaluate(self.eval_env, c.eval_episodes, 1_000_000)
         final = float(np.mean(returns))
         self.log(
             f"evaluation of the best weights (episode {best_ep}): mean return {final:.1f} over {c.eval_episodes} episodes (min {min(returns):.0f}, max {max(returns):.0f})"
         )
-        summary = {
-            "run_dir": str(self.dir),
-            "kind": "dqn",
-            "model": c.model,
-            "env": env_id,
-            "device": a.device,
-            "episodes": len(rec.history),
-            "env_steps": steps,
-            "updates": a.updates,
-            "best_episode": best_ep,
-            "best_eval_return": best,
-            "eval_episodes": c.eval_episodes,
-            "eval_mean_return": final,
-            "eval_min_return": min(returns),
-            "eval_max_return": max(returns),
-            "solved": final >= 195.0,
-            "train_wall_seconds": round(train_wall, 1),
-            "eval_wall_seconds": round(clock() - t0, 1),
-            "metrics": {
-                "return_last_20": float(np.mean([r["return"] for r in rec.history[-20:]])) if rec.history else None,
-                "eval_mean_return": final,
-            },
-            "first": {"return_first_20": float(np.mean([r["return"] for r in rec.history[:20]])) if rec.history else None},
-        }
         atomic_write_text(
             self.dir / "eval.json",
             json.dumps(
@@ -410,10 +420,34 @@ class DQNRun:
                 indent=2,
             ),
         )
-        atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2))
-        env.close()
-        eval_env.close()
-        return summary
+        return {
+            "run_dir": str(self.dir),
+            "kind": "dqn",
+            "model": c.model,
+            "env": self.env_id,
+            "device": a.device,
+            "episodes": len(history),
+            "env_steps": pos.step,
+            "updates": a.updates,
+            "best_episode": best_ep,
+            "best_eval_return": pos.best,
+            "eval_episodes": c.eval_episodes,
+            "eval_mean_return": final,
+            "eval_min_return": min(returns),
+            "eval_max_return": max(returns),
+            "solved": final >= 195.0,
+            "train_wall_seconds": round(wall, 1),
+            "eval_wall_seconds": round(clock() - t0, 1),
+            "metrics": {
+                "return_last_20": float(np.mean([r["return"] for r in history[-20:]])) if history else None,
+                "eval_mean_return": final,
+            },
+            "first": {"return_first_20": float(np.mean([r["return"] for r in history[:20]])) if history else None},
+        }
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()
 
 
 def _return_series(history: list[dict]) -> dict[str, list[float]]:

@@ -17,17 +17,21 @@ from . import (
     norm,
     pad,
     pool,
+    position,
     recurrent,
     reduce,
     reshape,
     sample,
     structure,
     tensor,
+    tiling,
 )
 from .base import Op, OpParams
 
 _MODULES = (dense, conv, pool, pad, reshape, norm, dropout, embedding, activation, attention, recurrent, merge, sample, structure)
 _MODULES += (tensor, reduce)
+_MODULES += (tiling,)
+_MODULES += (position,)
 
 
 def _collect() -> dict[str, type[Op]]:

@@ -1,7 +1,7 @@
 """Activation functions of the glossary (and elementwise functions used in cells).
 
 Every op here keeps the shape, ``(N, *) → (N, *)``, except ``maxout k``
-(``(N, C, *) → (N, C/k, *)``). Only ``prelu`` has params (1, or C with ``per_channel``)."""
+(``(N, C, *) → (N, C/k, *)``) and ``glu`` (the gated axis halved). Only ``prelu`` has params (1, or C with ``per_channel``)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,12 @@ Exp = _simple("exp", "``exp``: ``e^x``.", "elementwise")
 Log = _simple("log", "``log``: natural logarithm.", "elementwise")
 Sqrt = _simple("sqrt", "``sqrt``: square root.", "elementwise")
 Neg = _simple("neg", "``neg``: ``−x``.", "elementwise")
+Relu6 = _simple("relu6", "``relu6``: ``min(max(0, x), 6)`` (MobileNetV2's activation).")
+Hardswish = _simple("hardswish", "``hardswish``: ``x·relu6(x + 3) / 6`` (MobileNetV3).")
+Hardsigmoid = _simple("hardsigmoid", "``hardsigmoid``: ``relu6(x + 3) / 6``, PyTorch's (slope 1/6, not Keras' 0.2).")
+Mish = _simple("mish", "``mish``: ``x·tanh(softplus(x))`` (Misra, 2019).")
+Sin = _simple("sin", "``sin``: sine.", "elementwise")
+Cos = _simple("cos", "``cos``: cosine.", "elementwise")
 
 
 class StepParams(OpParams):
@@ -245,3 +251,44 @@ def _axis_checked(p, ins, ctx):
     if not (-x.rank < p.axis < x.rank) or p.axis in (0, -x.rank):
         raise ShapeFail(f"{ctx.name()} axis {p.axis} is not a feature axis of {x.show()} (axis 0 is the batch N)")
     return x
+
+
+class GluParams(OpParams):
+    op: Literal["glu"] = "glu"
+    #: the axis cut into halves a, b (default the last, as ``torch.nn.GLU(dim=-1)``)
+    axis: int = -1
+
+
+class Glu(_Act):
+    """``glu [axis -1]``: the gated linear unit (Dauphin et al., 2017), ``a·sigmoid(b)`` with ``a``
+    the first and ``b`` the second half of ``axis``, as ``torch.nn.functional.glu`` (default the
+    last axis, as PyTorch). Shape: ``axis`` halved, its size even. No params."""
+
+    name = "glu"
+    Params = GluParams
+    positional = ("axis",)
+    key_aliases = {"dim": "axis"}
+    keeps_field = False
+
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        from .tensor import feature_axis
+
+        (x,) = ins
+        need_float(ctx, x)
+        k = feature_axis(ctx, x, p.axis, "gated")
+        d = x.shape[k]
+        if not isinstance(d, int):
+            raise ShapeFail(f"{ctx.name()} cannot halve axis {k} of {x.show(True)}: its size {d} is known only at run time")
+        if d % 2:
+            raise ShapeFail(
+                f"{ctx.name()} halves axis {k} of {x.show(True)}, but its size {d} is odd ({d} = 2·{d // 2} + 1)",
+                help=f"the layer before it needs an even size on axis {k}, e.g. {d + 1} (twice the output's {(d + 1) // 2})",
+            )
+        shape = list(x.shape)
+        shape[k] = d // 2
+        return TensorType(tuple(shape), x.dtype)
+
+    @classmethod
+    def summary(cls, p, dims: int = 2) -> list[str]:
+        return ["glu"] + ([f"axis {p.axis}"] if p.axis != -1 else [])

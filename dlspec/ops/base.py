@@ -24,7 +24,8 @@ class Slot:
     a buffer (not trained), its dtype, and how it is initialised (PyTorch's defaults):
     ``("uniform", bound)`` U(−bound, bound), ``("normal", std[, mean])``, ``("full", value)``,
     ``("uniform_range", low, high)`` U(low, high), ``("trunc_normal", std, mean, low, high)``
-    (N(mean, std²) cut to [low, high], as ``torch.nn.init.trunc_normal_``). An empty name means
+    (N(mean, std²) cut to [low, high], as ``torch.nn.init.trunc_normal_``), ``("normal_zero_row",
+    std, row)`` N(0, std²) with one row zeroed (an embedding's padding row). An empty name means
     the layer's path itself is the key (a ``param``: ``class_token``, ``encoder.pos_embedding``)."""
 
     name: str

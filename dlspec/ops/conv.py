@@ -53,6 +53,7 @@ class Conv(Op):
                     f"{ctx.name()} output {axis} {show_arith(size, k_eff, ss, pb, pa)} = {(size + pb + pa - k_eff) / ss + 1:g} "
                     f"is rounded down: the last {pb + size - ((o - 1) * ss + k_eff)} input row(s) are never seen",
                     help="pad the input so the windows cover it (PyTorch silently drops them)",
+                    kind="drop_border",
                 )
             out.append(o)
         return TensorType((x.shape[0], p.filters, *out), x.dtype)

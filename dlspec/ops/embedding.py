@@ -14,15 +14,20 @@ class EmbeddingParams(OpParams):
     dim: Pos
     #: vocabulary size; taken from the integer input's ``vocab`` when omitted
     vocab: Pos | None = None
+    #: a row that starts at zero and is never trained (``torch.nn.Embedding``'s ``padding_idx``;
+    #: negative counts from the end)
+    padding_idx: int | None = None
 
 
 class Embedding(Op):
-    """``embedding dim [vocab V]``: a lookup table. Shape ``(N, *) int → (N, *, dim)``; params ``V·dim``."""
+    """``embedding dim [vocab V] [padding_idx P]``: a lookup table. Shape ``(N, *) int → (N, *, dim)``;
+    params ``V·dim``. With ``padding_idx``, row ``P`` starts at zero and gets no gradient (as
+    ``torch.nn.Embedding``): the id ``P`` marks padding."""
 
     name = "embedding"
     Params = EmbeddingParams
     positional = ("dim",)
-    key_aliases = {"vocabulary": "vocab", "size": "dim"}
+    key_aliases = {"vocabulary": "vocab", "size": "dim", "padding": "padding_idx"}
     category = "embedding"
 
     @classmethod
@@ -33,8 +38,21 @@ class Embedding(Op):
                 f"{ctx.name()} needs integer token ids but gets {x.dtype} from {ctx.source()}",
                 help="declare the input as integers: 'input tokens: [T] int vocab 10000'",
             )
-        cls.vocab(p, x, ctx)
+        vocab = cls.vocab(p, x, ctx)
+        if p.padding_idx is not None and not -vocab <= p.padding_idx < vocab:
+            raise ShapeFail(
+                f"{ctx.name()} padding_idx {p.padding_idx} is past its vocabulary of {vocab} (ids 0 to {vocab - 1}"
+                + (f", or −{vocab} to −1 from the end)" if p.padding_idx < 0 else ")"),
+                help=f"a padding id lies in the vocabulary: 0 to {vocab - 1} (−1 is the last, {vocab - 1})",
+            )
         return TensorType(x.shape + (p.dim,), "float32")
+
+    @classmethod
+    def padding_row(cls, p, vocab: int) -> int | None:
+        """The padding row counted from 0 (``padding_idx`` −1 is row ``vocab − 1``), or None."""
+        if p.padding_idx is None:
+            return None
+        return p.padding_idx + vocab if p.padding_idx < 0 else p.padding_idx
 
     @classmethod
     def vocab(cls, p, x, ctx) -> int:
@@ -53,11 +71,15 @@ class Embedding(Op):
     @classmethod
     def state(cls, p, ins):
         vocab = p.vocab if p.vocab is not None else ins[0].vocab
+        row = cls.padding_row(p, vocab)
+        if row is not None:  # N(0, 1) with the padding row zeroed, as PyTorch
+            return (Slot("weight", (vocab, p.dim), ("normal_zero_row", 1.0, row)),)
         return (Slot("weight", (vocab, p.dim), ("normal", 1.0)),)  # N(0, 1) as PyTorch
 
     @classmethod
     def summary(cls, p, dims: int = 2) -> list[str]:
-        return [f"embedding {p.dim}"] + ([f"vocab {p.vocab}"] if p.vocab else [])
+        pad = [f"padding_idx {p.padding_idx}"] if p.padding_idx is not None else []
+        return [f"embedding {p.dim}"] + ([f"vocab {p.vocab}"] if p.vocab else []) + pad
 
 
 class PosEmbedParams(OpParams):

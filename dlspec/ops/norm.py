@@ -1,4 +1,4 @@
-"""Normalisation: batch norm, layer norm, group norm."""
+"""Normalisation: batch norm, layer norm, RMS norm, group norm."""
 
 from __future__ import annotations
 
@@ -82,6 +82,43 @@ class LayerNorm(Op):
     @classmethod
     def state(cls, p, ins):
         return _affine(p, (ins[0].shape[-1],))
+
+
+class RmsNormParams(OpParams):
+    op: Literal["rmsnorm"] = "rmsnorm"
+    eps: Eps = 1e-5
+    affine: bool = True
+
+
+class RmsNorm(Op):
+    """``rmsnorm [eps 1e-5]``: root-mean-square normalisation of the last axis (Zhang & Sennrich,
+    2019), as ``torch.nn.RMSNorm`` and LLaMA: ``x / √(mean(x²) + eps) · γ``, no mean subtracted,
+    no bias. Shape ``(N, *, D) → (N, *, D)``; params ``D`` (γ, ones), none without ``affine``."""
+
+    name = "rmsnorm"
+    Params = RmsNormParams
+    category = "normalisation"
+    concat_axis = -1
+    keeps_field = True
+
+    @classmethod
+    def infer(cls, p, ins, ctx):
+        (x,) = ins
+        need_float(ctx, x)
+        _known(ctx, x, -1, "features")
+        return x
+
+    @classmethod
+    def count(cls, p, ins, out, ctx):
+        return (ins[0].shape[-1] if p.affine else 0), 0
+
+    @classmethod
+    def state(cls, p, ins):
+        return (Slot("weight", (ins[0].shape[-1],), ("full", 1.0)),) if p.affine else ()
+
+    @classmethod
+    def summary(cls, p, dims: int = 2) -> list[str]:
+        return ["rmsnorm"] + ([f"eps {p.eps:g}"] if p.eps != 1e-5 else [])
 
 
 class GroupNormParams(OpParams):

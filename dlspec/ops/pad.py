@@ -69,7 +69,7 @@ class Pad(Op):
                         help="use 'replicate' or constant padding",
                     )
         if not (cb or ca) and not any(pb or pa for pb, pa in spatial):
-            ctx.warn(f"{ctx.name()} pads nothing", help="give the padding: 'pad 1' or 'pad channels 8'")
+            ctx.warn(f"{ctx.name()} pads nothing", help="give the padding: 'pad 1' or 'pad channels 8'", kind="pad_nothing")
         shape = [x.shape[0], dadd(x.shape[1], cb + ca)]
         shape += [dadd(size, pb + pa) for size, (pb, pa) in zip(x.shape[2:], spatial)] if spatial else list(x.shape[2:])
         return TensorType(tuple(shape), x.dtype, x.vocab)

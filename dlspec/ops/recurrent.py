@@ -52,7 +52,7 @@ class _Recurrent(Op):
             raise ShapeFail(f"{ctx.name()} needs a known number of input features, got {x.shape[2]}")
         width = p.hidden * (2 if p.bidirectional else 1)
         if p.dropout and p.layers == 1:
-            ctx.warn(f"{ctx.name()} dropout {p.dropout:g} has no effect with one layer (it applies between layers)")
+            ctx.warn(f"{ctx.name()} dropout {p.dropout:g} has no effect with one layer (it applies between layers)", kind="dropout_unused")
         return TensorType((x.shape[0], x.shape[1], width) if p.sequences else (x.shape[0], width), x.dtype)
 
     @classmethod

@@ -105,11 +105,18 @@ class Permute(Op):
 class UpsampleParams(OpParams):
     op: Literal["upsample"] = "upsample"
     scale: Size = 2
-    mode: Literal["nearest", "linear"] = "nearest"
+    #: nearest: each value repeated; linear: (bi/tri)linear over every spatial axis; bilinear: the same, 2-D only
+    mode: Literal["nearest", "linear", "bilinear"] = "nearest"
+    #: linear modes: the corner pixels' centres stay aligned (``F.interpolate``'s ``align_corners``)
+    align_corners: bool = False
 
 
 class Upsample(Op):
-    """``upsample 2 [nearest|linear]``: ``(N, C, *S) → (N, C, *(S·scale))``. No params."""
+    """``upsample 2 [nearest|linear|bilinear] [align_corners]``: ``(N, C, *S) → (N, C, *(S·scale))``,
+    as ``torch.nn.functional.interpolate(scale_factor=…)``: ``linear`` interpolates along every
+    spatial axis (PyTorch's linear, bilinear or trilinear for 1, 2 or 3 of them), ``bilinear``
+    needs 2; ``align_corners`` maps the corners' centres onto each other (output ``i`` reads input
+    ``i·(S − 1)/(S' − 1)``), else pixel areas line up (``(i + ½)/scale − ½``). No params."""
 
     name = "upsample"
     Params = UpsampleParams
@@ -125,8 +132,18 @@ class Upsample(Op):
         scale = p.scale if isinstance(p.scale, tuple) else (p.scale,) * n
         if len(scale) != n:
             raise ShapeFail(f"{ctx.name()} 'scale' has {len(scale)} values but the input has {n} spatial dims")
+        if p.mode == "bilinear" and n != 2:
+            raise ShapeFail(
+                f"{ctx.name()} bilinear needs 2 spatial axes, (N, C, H, W), but gets {x.show(True)} ({n} spatial ax{'is' if n == 1 else 'es'})",
+                help="'linear' interpolates along any number of spatial axes",
+            )
+        if p.align_corners and p.mode == "nearest":
+            raise ShapeFail(
+                f"{ctx.name()} align_corners is for the linear modes, not nearest (as in PyTorch)",
+                help="write 'upsample … bilinear align_corners' or 'upsample … linear align_corners'",
+            )
         return TensorType(x.shape[:2] + tuple(dmul(d, s) for d, s in zip(x.shape[2:], scale)), x.dtype)
 
     @classmethod
     def summary(cls, p: UpsampleParams, dims: int = 2) -> list[str]:
-        return ["upsample", f"×{p.scale}", p.mode]
+        return ["upsample", f"×{p.scale}", p.mode] + (["align_corners"] if p.align_corners else [])

@@ -51,6 +51,9 @@ class StateSpec(BaseModel):
     node: str
     #: path of the node whose output is the new state after a step
     update: str
+    #: the ``context`` placeholder whose tensor is the state's value before the first step
+    #: (``state memory: [128, 20] init memory0``); None: zeros
+    init: str | None = None
 
 
 class CellParams(OpParams):
@@ -65,6 +68,9 @@ class CellParams(OpParams):
     #: nodes of one step, in order
     body: tuple[str, ...]
     sequences: bool = True
+    #: placeholder nodes of the cell's ``context`` tensors (the same at every step), in the order of
+    #: the node's inputs after the sequence
+    contexts: tuple[str, ...] = ()
 
 
 class Cell(Op):
@@ -74,15 +80,26 @@ class Cell(Op):
     name = "cell"
     Params = CellParams
     category = "recurrent"
+    arity = (1, None)  # the sequence, then the cell's contexts
 
     @classmethod
     def infer(cls, p: CellParams, ins, ctx):
-        (x,) = ins
+        x, *given = ins
         if x.rank != 3:
             raise ShapeFail(f"cell {p.cell} '{ctx.node.path}' runs over a (T, F) sequence but gets {x.show()} from {ctx.source()}")
         seed = {p.step_input: TensorType((x.shape[0], x.shape[2]), x.dtype)}
+        for node, t in zip(p.contexts, given):  # a context is seen whole at every step
+            seed[node] = t
         for st in p.states:
             seed[st.node] = TensorType((x.shape[0], *(Sym.of(d) if isinstance(d, str) else d for d in st.shape)), x.dtype)
+            if st.init is not None:
+                start, want = seed[st.init], seed[st.node]
+                if start.sample != want.sample or start.shape[0] not in (1, want.shape[0]) or not start.is_float():
+                    raise ShapeFail(
+                        f"cell {p.cell}: state '{st.name}' is {want.show()} but its initial value "
+                        f"'{ctx.node.inputs[1 + p.contexts.index(st.init)]}' is {start.show()}",
+                        help="the initial value needs the state's shape, with a batch of N or 1 (a param or a constant broadcasts)",
+                    )
         costs = ctx.body(ctx, p.body, seed)
         for st in p.states:
             got, want = ctx.types[st.update], seed[st.node]
@@ -117,12 +134,13 @@ class Cell(Op):
 
 class StepInParams(OpParams):
     op: Literal["step_in"] = "step_in"
-    #: 'x' for the step input, else the state's name
+    #: 'x' for the step input, else the state's (or the ``context``'s) name
     role: str
 
 
 class StepIn(Op):
-    """Inside a cell: the step input ``x`` ``(N, F)`` or a state's value ``(N, *state)``."""
+    """Inside a cell: the step input ``x`` ``(N, F)``, a state's value ``(N, *state)``, or a
+    ``context`` tensor (as the cell is given it, the same at every step)."""
 
     name = "step_in"
     Params = StepInParams

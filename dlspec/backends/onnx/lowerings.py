@@ -90,6 +90,33 @@ def softplus(layer: Layer, xs: list[str]) -> str:
     return layer.emit("Div", [y, layer.const(beta, what="beta")])
 
 
+def relu6(layer: Layer, xs: list[str]) -> str:
+    """``Clip`` to [0, 6]."""
+    return layer.emit("Clip", [xs[0], layer.const(0.0, what="zero"), layer.const(6.0, what="six")])
+
+
+def hardsigmoid(layer: Layer, xs: list[str]) -> str:
+    """PyTorch's ``relu6(x + 3) / 6``: ``HardSigmoid`` with alpha 1/6, beta 1/2."""
+    return layer.emit("HardSigmoid", [xs[0]], alpha=1 / 6, beta=0.5)
+
+
+def mish(layer: Layer, xs: list[str]) -> str:
+    """``x·tanh(softplus(x))``; ONNX's ``Mish`` from opset 18."""
+    if layer.opset >= 18:
+        return layer.emit("Mish", [xs[0]])
+    return layer.emit("Mul", [xs[0], layer.emit("Tanh", [layer.emit("Softplus", [xs[0]])])])
+
+
+def glu(layer: Layer, xs: list[str]) -> str:
+    """``a·sigmoid(b)``, ``a`` and ``b`` the halves of ``axis``."""
+    x = layer.ins[0]
+    k = layer.p.axis + x.rank if layer.p.axis < 0 else layer.p.axis
+    half = x.shape[k] // 2
+    a = layer.emit("Slice", [xs[0], layer.ints([0], "starts"), layer.ints([half], "half"), layer.ints([k], "axes")], "a")
+    b = layer.emit("Slice", [xs[0], layer.ints([half], "half"), layer.ints([2 * half], "ends"), layer.ints([k], "axes")], "b")
+    return layer.emit("Mul", [a, layer.emit("Sigmoid", [b], "gate")])
+
+
 def maxout(layer: Layer, xs: list[str]) -> str:
     """The maximum over each group of ``pieces`` channels: ``(N, C, *) → (N, C/k, k, *) → max``."""
     x, k = layer.ins[0], layer.p.pieces
@@ -300,9 +327,42 @@ def upsample(layer: Layer, xs: list[str]) -> str:
     scales = layer.const([1.0, 1.0, *(float(s) for s in per_dim(p.scale, n, "scale", "upsample"))], what="scales")
     if p.mode == "nearest":
         attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
-    else:
-        attrs = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    else:  # linear and bilinear: PyTorch's align_corners true or false
+        attrs = {"mode": "linear", "coordinate_transformation_mode": "align_corners" if p.align_corners else "half_pixel"}
     return layer.emit("Resize", [xs[0], "", scales], **attrs)
+
+
+def tile(layer: Layer, xs: list[str]) -> str:
+    """``Tile`` by the copies that take the input's static shape to the output's (the batch's 1 first)."""
+    from ...ops.tiling import reps
+
+    counts = reps(layer.ins[0], layer.out)
+    if all(c == 1 for c in counts):
+        return layer.emit("Identity", [xs[0]])
+    return layer.emit("Tile", [xs[0], layer.ints(counts, "repeats")])
+
+
+def roll(layer: Layer, xs: list[str]) -> str:
+    """Per axis, the last ``shift mod size`` values moved to the front: two ``Slice``s and a ``Concat``
+    (the size read at run time where it is symbolic)."""
+    p, x = layer.p, layer.ins[0]
+    shifts = p.shifts if isinstance(p.shifts, tuple) else (p.shifts,)
+    axes = [a + x.rank if a < 0 else a for a in (p.axis if isinstance(p.axis, tuple) else (p.axis,))]
+    y = xs[0]
+    for shift, k in zip(shifts, axes):
+        size = x.shape[k]
+        if isinstance(size, int):
+            if shift % size == 0:
+                continue
+            cut = layer.ints([size - shift % size], "cut")
+        else:  # size − (shift mod size); ONNX's integer Mod takes the divisor's sign, as Python's %
+            n = layer.shape(y, k, k + 1)
+            cut = layer.emit("Sub", [n, layer.emit("Mod", [layer.ints([shift], "shift"), n], "shift")], "cut")
+        axis = layer.ints([k], "axes")
+        tail = layer.emit("Slice", [y, cut, layer.ints([_END], "end"), axis], "tail")
+        head = layer.emit("Slice", [y, layer.ints([0], "start"), cut, axis], "head")
+        y = layer.emit("Concat", [tail, head], "rolled", axis=k)
+    return y if y != xs[0] else layer.emit("Identity", [y])
 
 
 def pad(layer: Layer, xs: list[str]) -> str:
@@ -361,25 +421,49 @@ def groupnorm(layer: Layer, xs: list[str]) -> str:
 def attention(layer: Layer, xs: list[str]) -> str:
     """``torch.nn.MultiheadAttention`` (batch first) as MatMul/Softmax: ``causal`` keeps keys ≤ the
     query's step; a bool ``mask`` (True = attend) broadcasts to (N, heads, T_q, T_k); a query whose
-    keys are all masked gives 0."""
+    keys are all masked gives 0. With ``kv_heads`` or ``rope``: HuggingFace LlamaAttention's separate
+    projections, queries and keys rotated (:func:`_rotary`), each key/value head repeated for its
+    group of query heads (``Tile``)."""
     p = layer.p
     n_main = len(xs) - (1 if p.mask else 0)
     q, kv = xs[0], xs[1] if n_main == 2 else xs[0]
     d = layer.ins[0].shape[2]
     h = p.heads
-    w_in = layer.weight("in_proj_weight", (3 * d, d))
-    b_in = layer.weight("in_proj_bias", (3 * d,)) if p.bias else None
+    if p.separate():
+        g, dh = p.groups(), d // h
 
-    def heads(x: str, i: int, what: str) -> str:
-        rows = [layer.ints([i * d], "start"), layer.ints([(i + 1) * d], "end"), layer.ints([0], "axes")]
-        w = layer.emit("Transpose", [layer.emit("Slice", [w_in, *rows], f"w_{what}")], f"w_{what}_t", perm=[1, 0])
-        y = layer.emit("MatMul", [x, w], what)
-        if b_in is not None:
-            y = layer.emit("Add", [y, layer.emit("Slice", [b_in, *rows], f"b_{what}")], what)
-        y = layer.emit("Reshape", [y, layer.ints([0, 0, h, d // h])], f"{what}_heads")
-        return layer.emit("Transpose", [y], f"{what}_heads", perm=[0, 2, 1, 3])  # (N, heads, T, D/heads)
+        def proj(x: str, name: str, k: int, what: str) -> str:
+            w = layer.emit("Transpose", [layer.weight(f"{name}.weight", (k * dh, d))], f"w_{what}_t", perm=[1, 0])
+            y = layer.emit("MatMul", [x, w], what)
+            if p.bias:
+                y = layer.emit("Add", [y, layer.weight(f"{name}.bias", (k * dh,))], what)
+            y = layer.emit("Reshape", [y, layer.ints([0, 0, k, dh])], f"{what}_heads")  # (N, T, k, D/heads)
+            if p.rope and what != "v":
+                y = _rotary(layer, y, 4, dh, p.rope_base, what)
+            y = layer.emit("Transpose", [y], f"{what}_heads", perm=[0, 2, 1, 3])  # (N, k, T, D/heads)
+            if k == h:
+                return y
+            # key/value head j for query heads j·r … j·r + r − 1: (N, g, 1, T, dh) tiled r times on axis 2
+            tiled = layer.emit("Tile", [layer.unsqueeze(y, [2]), layer.ints([1, 1, h // g, 1, 1], "repeats")], f"{what}_groups")
+            return layer.emit("Reshape", [tiled, layer.ints([0, h, -1, dh])], f"{what}_heads")
 
-    qh, kh, vh = heads(q, 0, "q"), heads(kv, 1, "k"), heads(kv, 2, "v")
+        qh, kh, vh = proj(q, "q_proj", h, "q"), proj(kv, "k_proj", g, "k"), proj(kv, "v_proj", g, "v")
+        out_name = "o_proj"
+    else:
+        w_in = layer.weight("in_proj_weight", (3 * d, d))
+        b_in = layer.weight("in_proj_bias", (3 * d,)) if p.bias else None
+
+        def heads(x: str, i: int, what: str) -> str:
+            rows = [layer.ints([i * d], "start"), layer.ints([(i + 1) * d], "end"), layer.ints([0], "axes")]
+            w = layer.emit("Transpose", [layer.emit("Slice", [w_in, *rows], f"w_{what}")], f"w_{what}_t", perm=[1, 0])
+            y = layer.emit("MatMul", [x, w], what)
+            if b_in is not None:
+                y = layer.emit("Add", [y, layer.emit("Slice", [b_in, *rows], f"b_{what}")], what)
+            y = layer.emit("Reshape", [y, layer.ints([0, 0, h, d // h])], f"{what}_heads")
+            return layer.emit("Transpose", [y], f"{what}_heads", perm=[0, 2, 1, 3])  # (N, heads, T, D/heads)
+
+        qh, kh, vh = heads(q, 0, "q"), heads(kv, 1, "k"), heads(kv, 2, "v")
+        out_name = "out_proj"
     kt = layer.emit("Transpose", [kh], "k_t", perm=[0, 1, 3, 2])
     scores = layer.emit("Div", [layer.emit("MatMul", [qh, kt], "qk"), layer.const(math.sqrt(d // h), what="scale")], "scores")
     keep = seen = None
@@ -403,9 +487,61 @@ def attention(layer: Layer, xs: list[str]) -> str:
     if seen is not None:
         att = layer.emit("Where", [seen, att, layer.const(0.0, what="zero")], "context")
     y = layer.emit("Reshape", [layer.emit("Transpose", [att], "merge", perm=[0, 2, 1, 3]), layer.ints([0, 0, d])], "merge")
-    w_out = layer.emit("Transpose", [layer.weight("out_proj.weight", (d, d))], "w_out_t", perm=[1, 0])
+    w_out = layer.emit("Transpose", [layer.weight(f"{out_name}.weight", (d, d))], "w_out_t", perm=[1, 0])
     y = layer.emit("MatMul", [y, w_out], "out")
-    return layer.emit("Add", [y, layer.weight("out_proj.bias", (d,))]) if p.bias else y
+    return layer.emit("Add", [y, layer.weight(f"{out_name}.bias", (d,))]) if p.bias else y
+
+
+# ---- positions and RMS norm ------------------------------------------------------------------------------
+
+
+def _angles(layer: Layer, x: str, d: int, base: float, what: str) -> str:
+    """``t·base^(−2j/d)`` for the positions ``t`` of axis 1 of ``x`` (read at run time) and ``j < d/2``: (T, d/2)."""
+    from ...ops.position import frequencies
+
+    steps = layer.emit("Cast", [_steps(layer, x)], f"{what}_positions", to=TensorProto.FLOAT)
+    freqs = layer.const(np.asarray(frequencies(d, base), np.float32).reshape(1, d // 2), what="frequencies")
+    return layer.emit("Mul", [layer.unsqueeze(steps, [1]), freqs], f"{what}_angles")
+
+
+def _rotary(layer: Layer, x: str, rank: int, d: int, base: float, what: str = "rope") -> str:
+    """``x·cos + rotate_half(x)·sin`` for ``x`` (N, T, *, d) of ``rank`` axes (HuggingFace's LLaMA)."""
+    a = _angles(layer, x, d, base, what)
+    a = layer.unsqueeze(layer.emit("Concat", [a, a], f"{what}_angles", axis=-1), list(range(1, rank - 2)))  # (T, 1…, d)
+    half = d // 2
+    axis = layer.ints([-1], "last_axis")
+    first = layer.emit("Slice", [x, layer.ints([0], "zero"), layer.ints([half], "half"), axis], f"{what}_first")
+    second = layer.emit("Slice", [x, layer.ints([half], "half"), layer.ints([d], "end"), axis], f"{what}_second")
+    rotated = layer.emit("Concat", [layer.emit("Neg", [second], f"{what}_neg"), first], f"{what}_rotated", axis=-1)
+    cos = layer.emit("Mul", [x, layer.emit("Cos", [a], f"{what}_cos")], f"{what}_x_cos")
+    return layer.emit("Add", [cos, layer.emit("Mul", [rotated, layer.emit("Sin", [a], f"{what}_sin")], f"{what}_rot_sin")], what)
+
+
+def rope(layer: Layer, xs: list[str]) -> str:
+    x = layer.ins[0]
+    return _rotary(layer, xs[0], x.rank, x.shape[-1], layer.p.base)
+
+
+def posenc(layer: Layer, xs: list[str]) -> str:
+    """``x`` plus the sinusoids: ``sin`` and ``cos`` of the angles interleaved on the last axis."""
+    d = layer.ins[0].shape[2]
+    a = _angles(layer, xs[0], d, layer.p.base, "posenc")
+    pairs = layer.emit(
+        "Concat",
+        [layer.unsqueeze(layer.emit("Sin", [a], "sin"), [-1]), layer.unsqueeze(layer.emit("Cos", [a], "cos"), [-1])],
+        "pairs",
+        axis=-1,
+    )
+    table = layer.emit("Reshape", [pairs, layer.ints([0, d])], "table")  # (T, d/2, 2) → (T, d)
+    return layer.emit("Add", [xs[0], table])
+
+
+def rmsnorm(layer: Layer, xs: list[str]) -> str:
+    """``x / √(mean(x²) + eps) · weight`` over the last axis (ONNX's own RMSNormalization is opset 23)."""
+    mean = layer.reduce("ReduceMean", layer.emit("Mul", [xs[0], xs[0]], "square"), [-1], keepdims=True)
+    rms = layer.emit("Sqrt", [layer.emit("Add", [mean, layer.const(float(layer.p.eps), what="eps")], "mean_eps")], "rms")
+    y = layer.emit("Div", [xs[0], rms], "normalised")
+    return layer.emit("Mul", [y, layer.weight("weight", (layer.ins[0].shape[-1],))]) if layer.p.affine else y
 
 
 def _steps(layer: Layer, x: str) -> str:
@@ -478,12 +614,18 @@ def recurrent(layer: Layer, xs: list[str]) -> str:
 
 def cell(layer: Layer, xs: list[str]) -> str:
     """A user ``cell`` as an ONNX ``Scan`` over axis 1 (any ``T``): the body is the step's layers,
-    lowered like any others; states start at zero; ``sequences false`` takes the last step."""
+    lowered like any others; states start at zero; ``sequences false`` takes the last step. The
+    cell's ``context`` tensors (the inputs after the sequence) are non-scanned: the body reads them
+    from the enclosing graph, whole at every step, as it reads the weights."""
     b, p = layer.b, layer.p
     batch = layer.shape(xs[0], 0, 1)
     inits = []
+    given = dict(zip(p.contexts, xs[1:]))
     for st in p.states:
         size = layer.emit("Concat", [batch, layer.ints(list(st.shape))], f"{st.name}_shape", axis=0)
+        if st.init is not None:  # `state m: [...] init m0`: the context, broadcast over the batch
+            inits.append(layer.emit("Expand", [given[st.init], size], f"{st.name}_init"))
+            continue
         zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
         inits.append(layer.emit("ConstantOfShape", [size], f"{st.name}_init", value=zero))
     with b.subgraph() as body:
@@ -491,10 +633,13 @@ def cell(layer: Layer, xs: list[str]) -> str:
         for path in [st.node for st in p.states] + [p.step_input]:
             b.values[path] = b.fresh(path)
             inputs.append(value_info(b.values[path], b.types[path]))
+        for path, outer in zip(p.contexts, xs[1:]):
+            b.values[path] = outer  # an outer-scope value of the body
+        outer_names = set(xs[1:])
         for path in p.body:
             if b.index[path].op != "step_in":
                 b.lower(b.index[path])
-        outputs, seen = [], {v.name for v in inputs}
+        outputs, seen = [], {v.name for v in inputs} | outer_names
         for path in [st.update for st in p.states] + [p.step_output]:
             name = b.values[path]
             if name in seen:  # a value listed twice, or a state passed on unchanged: a body output of its own
@@ -638,9 +783,16 @@ def transpose(layer: Layer, xs: list[str]) -> str:
 # ---- the table -------------------------------------------------------------------------------------------
 
 TRANSFORMS: dict[str, Lowering] = {
-    **{op: identity for op in ("identity", "linear", "dropout", "sample")},
+    **{op: identity for op in ("identity", "linear", "dropout", "sample", "droppath")},
     **{op: _unary(t) for op, t in {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "abs": "Abs", "exp": "Exp"}.items()},
     **{op: _unary(t) for op, t in {"log": "Log", "sqrt": "Sqrt", "neg": "Neg"}.items()},
+    **{op: _unary(t) for op, t in {"sin": "Sin", "cos": "Cos", "hardswish": "HardSwish"}.items()},
+    "relu6": relu6,
+    "hardsigmoid": hardsigmoid,
+    "mish": mish,
+    "glu": glu,
+    "tile": tile,
+    "roll": roll,
     "silu": silu,
     "step": step,
     "softmax": softmax,
@@ -670,6 +822,9 @@ TRANSFORMS: dict[str, Lowering] = {
     "layernorm": layernorm,
     "groupnorm": groupnorm,
     "attention": attention,
+    "rmsnorm": rmsnorm,
+    "posenc": posenc,
+    "rope": rope,
     "rnn": recurrent,
     "lstm": recurrent,
     "gru": recurrent,

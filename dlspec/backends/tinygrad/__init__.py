@@ -51,7 +51,7 @@ class Lowering:
     """What a lowering in :data:`~dlspec.backends.tinygrad.layers.TRANSFORMS` may use: the graph,
     the static types and windows, the node's initial tensors, the layers built so far."""
 
-    def __init__(self, graph: Graph, shapes: Shapes, init: dict[str, np.ndarray]):
+    def __init__(self, graph: Graph, shapes: Shapes, init: dict[str, np.ndarray] | None):
         self.graph = graph
         self.shapes = shapes
         self.index = {n.path: n for n in graph.nodes}
@@ -75,11 +75,12 @@ class Lowering:
         """The node's initial tensors by slot name (buffers not trainable)."""
         out = {}
         for slot in ops.get(node.op).state(node.params, self.types_in(node)):
-            a = self.init[f"{node.path}.{slot.name}"]
-            if slot.init[0] == "full":  # as tinygrad's own layers make them: a 0-d array would be a constant, not a buffer
+            if self.init is None:  # the NULL device computes nothing: no values to draw
+                t = Tensor.empty(*slot.shape, dtype=DTYPES[slot.dtype])
+            elif slot.init[0] == "full":  # as tinygrad's own layers make them: a 0-d array would be a constant, not a buffer
                 t = Tensor.full(slot.shape, slot.init[1], dtype=DTYPES[slot.dtype])
             else:
-                t = Tensor(a)
+                t = Tensor(self.init[f"{node.path}.{slot.name}"])
             out[slot.name] = buffer(t) if slot.buffer else t
         return out
 
@@ -397,7 +398,9 @@ def build(graph: Graph, shapes: Shapes, device: str | None = None, seed: int = 0
     with Context(DEV=dev) if device is not None else _null():
         Tensor.manual_seed(seed)  # dropout and sampling at run time
         try:
-            low = Lowering(graph, shapes, state.initial(graph, shapes, seed))
+            # on the NULL device (shape and count checks of models too big to initialise here) no values are drawn
+            null = (dev or Device.DEFAULT).split(":")[0] == "NULL"
+            low = Lowering(graph, shapes, None if null else state.initial(graph, shapes, seed))
         except MemoryError:
             total = sum(c.params + c.buffers for c in shapes.costs.values())
             raise BackendError(

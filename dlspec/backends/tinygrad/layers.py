@@ -14,6 +14,7 @@ from typing import Any, Callable
 from tinygrad import Tensor, nn
 from tinygrad.helpers import TRAINING
 
+from ... import ops
 from ...errors import BackendError, Diagnostic, UsageError
 from ...ops.pad import pairs as pad_pairs
 from ...ops.window import Window, window_out
@@ -32,6 +33,16 @@ def _elu(x, alpha: float):
 def _step(x, p):
     hard = (x > p.threshold).cast(x.dtype)
     return x + (hard - x).detach()  # forward: the step; backward: identity (straight-through)
+
+
+def _relu6(x):
+    """``min(max(0, x), 6)`` with PyTorch's gradient (1 strictly between 0 and 6, else 0)."""
+    return (x <= 0).where(0, (x >= 6).where(6, x))
+
+
+def _glu(x, p):
+    a, b = x.chunk(2, dim=p.axis)
+    return a * b.sigmoid()
 
 
 def _maxout(x, p):
@@ -59,6 +70,13 @@ FUNCTIONS: dict[str, Callable[[Any, Any], Any]] = {
     "leaky_relu": lambda x, p: (x > 0).where(x, p.slope * x),
     "gelu": lambda x, p: 0.5 * x * (1 + (x * 0.7071067811865476).erf()) if p.approximate == "none" else x.gelu(),
     "softplus": lambda x, p: x.softplus(beta=p.beta),
+    "relu6": lambda x, p: _relu6(x),
+    "hardswish": lambda x, p: x * _relu6(x + 3) * (1 / 6),
+    "hardsigmoid": lambda x, p: _relu6(x + 3) * (1 / 6),
+    "mish": lambda x, p: x * x.softplus().tanh(),
+    "sin": lambda x, p: x.sin(),
+    "cos": lambda x, p: x.cos(),
+    "glu": _glu,
 }
 
 
@@ -193,16 +211,30 @@ class DenseLayer:
 
 
 class EmbeddingLayer:
-    """``(N, *) int → (N, *, dim)``: rows of ``weight`` (vocab, dim)."""
+    """``(N, *) int → (N, *, dim)``: rows of ``weight`` (vocab, dim). A ``padding`` row passes no
+    gradient to the weight (its value is read as it is, as ``torch.nn.Embedding``'s)."""
 
-    def __init__(self, weight):
+    def __init__(self, weight, padding: int | None = None):
         self.weight = weight
+        self._padding = (padding,)
 
     def __call__(self, idx):
         vocab, dim = self.weight.shape
+        w = self.weight
+        (pad,) = self._padding
+        if pad is not None:
+            row = Tensor.arange(vocab).to(w.device).reshape(vocab, 1) == pad
+            w = row.where(w.detach(), w)
         big = (*idx.shape, vocab, dim)  # a fused select-and-sum: nothing of this size is materialised
         rows = Tensor.arange(vocab, dtype=idx.dtype).to(idx.device).reshape(vocab, 1).expand(big)  # arange takes no device
-        return (rows == idx.reshape(*idx.shape, 1, 1).expand(big)).where(self.weight.expand(big), 0).sum(-2)
+        return (rows == idx.reshape(*idx.shape, 1, 1).expand(big)).where(w.expand(big), 0).sum(-2)
+
+
+def _embedding(node, p, ins, out, low):
+    from ...ops.embedding import Embedding
+
+    weight = low.arrays(node)["weight"]
+    return EmbeddingLayer(weight, Embedding.padding_row(p, weight.shape[0]))
 
 
 class PosEmbedLayer:
@@ -268,7 +300,10 @@ class _Linear:
 class AttentionLayer:
     """``torch.nn.MultiheadAttention`` (batch first): ``in_proj_weight`` (3D, D) = [W_q; W_k; W_v],
     ``in_proj_bias`` (3D), ``out_proj.weight`` (D, D), ``out_proj.bias`` (D).
-    ``(N, T_q, D)[, (N, T_k, D)][, mask] → (N, T_q, D)``."""
+    ``(N, T_q, D)[, (N, T_k, D)][, mask] → (N, T_q, D)``. With ``kv_heads`` or ``rope``, as
+    HuggingFace's LlamaAttention: ``q_proj`` (D, D), ``k_proj`` and ``v_proj`` (kv_heads·D/heads, D),
+    ``o_proj`` (D, D); key/value head j serves query heads j·r … j·r + r − 1 (r = heads/kv_heads),
+    queries and keys rotated by :func:`rotary` (positions 0, 1, … of each sequence)."""
 
     def __init__(self, p):
         self._p = (p,)
@@ -280,15 +315,30 @@ class AttentionLayer:
         n, tq, d = q.shape
         tk = kv.shape[1]
         h = p.heads
-        wq, wk, wv = self.in_proj_weight.chunk(3, dim=0)
-        bq = bk = bv = None
-        if hasattr(self, "in_proj_bias"):
-            bq, bk, bv = self.in_proj_bias.chunk(3, dim=0)
+        if p.separate():
+            g, dh = p.groups(), d // h
 
-        def heads(x, w, b, t):
-            return x.linear(w.T, b).reshape(n, t, h, d // h).transpose(1, 2)
+            def proj(x, lin, t, k):  # (N, T, k, D/heads)
+                return x.linear(lin.weight.T, getattr(lin, "bias", None)).reshape(n, t, k, dh)
 
-        qh, kh, vh = heads(q, wq, bq, tq), heads(kv, wk, bk, tk), heads(kv, wv, bv, tk)
+            qh, kh, vh = proj(q, self.q_proj, tq, h), proj(kv, self.k_proj, tk, g), proj(kv, self.v_proj, tk, g)
+            if p.rope:
+                qh, kh = rotary(qh, p.rope_base), rotary(kh, p.rope_base)
+            qh, kh, vh = qh.transpose(1, 2), kh.transpose(1, 2), vh.transpose(1, 2)
+            if g != h:
+                kh, vh = kh.repeat_interleave(h // g, dim=1), vh.repeat_interleave(h // g, dim=1)
+            out_proj = self.o_proj
+        else:
+            wq, wk, wv = self.in_proj_weight.chunk(3, dim=0)
+            bq = bk = bv = None
+            if hasattr(self, "in_proj_bias"):
+                bq, bk, bv = self.in_proj_bias.chunk(3, dim=0)
+
+            def heads(x, w, b, t):
+                return x.linear(w.T, b).reshape(n, t, h, d // h).transpose(1, 2)
+
+            qh, kh, vh = heads(q, wq, bq, tq), heads(kv, wk, bk, tk), heads(kv, wv, bv, tk)
+            out_proj = self.out_proj
         keep = None
         if p.causal:
             # query i sees keys 0..i (PyTorch's scaled_dot_product_attention(is_causal=True), top-left aligned)
@@ -305,7 +355,51 @@ class AttentionLayer:
         if seen is not None:
             att = seen.where(att, 0)
         y = att.transpose(1, 2).reshape(n, tq, d)
-        return y.linear(self.out_proj.weight.T, getattr(self.out_proj, "bias", None))
+        return y.linear(out_proj.weight.T, getattr(out_proj, "bias", None))
+
+
+# ---- positions and RMS norm (dlspec/ops/position.py, dlspec/ops/norm.py) -----------------------------
+
+
+def _angles(t: int, d: int, base: float, device) -> Tensor:
+    """``t'·base^(−2j/d)`` for positions ``t' < t`` and pairs ``j < d/2``: (t, d/2), float32."""
+    from ...ops.position import frequencies
+
+    pos = Tensor.arange(t).to(device).cast("float32").reshape(t, 1)  # arange takes no device
+    return pos * Tensor(frequencies(d, base), device=device, dtype="float32").reshape(1, d // 2)
+
+
+def rotary(x, base: float):
+    """The rotary embedding of ``x`` (N, T, *, D): positions along axis 1, pairs ``(j, j + D/2)`` of
+    the last axis rotated by ``t·base^(−2j/D)``: ``x·cos + rotate_half(x)·sin`` (HuggingFace's LLaMA)."""
+    t, d = x.shape[1], x.shape[-1]
+    a = _angles(t, d, base, x.device)
+    a = a.cat(a, dim=-1).reshape(1, t, *([1] * (x.ndim - 3)), d)
+    cos, sin = a.cos().cast(x.dtype), a.sin().cast(x.dtype)
+    half = d // 2
+    rotated = (-x[..., half:]).cat(x[..., :half], dim=-1)
+    return x * cos + rotated * sin
+
+
+def sinusoids(x, base: float):
+    """``x`` (N, T, D) plus the Transformer's position encoding: ``sin`` on even features, ``cos`` on odd."""
+    t, d = x.shape[1], x.shape[2]
+    a = _angles(t, d, base, x.device)
+    return x + Tensor.stack(a.sin(), a.cos(), dim=-1).reshape(1, t, d).cast(x.dtype)
+
+
+class RmsNormLayer:
+    """``torch.nn.RMSNorm`` over the last axis: ``x / √(mean(x²) + eps) · weight``."""
+
+    def __init__(self, weight, eps: float):
+        if weight is not None:
+            self.weight = weight
+        self._cfg = (eps,)
+
+    def __call__(self, x):
+        (eps,) = self._cfg
+        y = x * (x.square().mean(axis=-1, keepdim=True) + eps).rsqrt()
+        return y * self.weight if hasattr(self, "weight") else y
 
 
 class RecurrentLayer:
@@ -365,7 +459,7 @@ class RecurrentLayer:
                 xp = inp.linear(w_ih.T, b_ih)  # (N, T, g·H): all steps in one matmul
                 h = Tensor.zeros(n, p.hidden, device=x.device, dtype=x.dtype)
                 c = h if kind == "lstm" else None
-                if scan.ENABLED:
+                if scan.enabled():
                     ys_t = self._scan(kind, p, xp, h, c, w_hh, b_hh, reverse=d == 1)
                     outs.append(ys_t)
                     last.append(ys_t[:, t - 1] if d == 0 else ys_t[:, 0])
@@ -390,21 +484,28 @@ class RecurrentLayer:
 class CellLayer:
     """A user cell run over time: ``(N, T, F) → (N, T, H)`` or ``(N, H)``. Its step's layers are
     attributes named after their paths (placed by the backend); states start at zero and each
-    step's new state is a kernel boundary so all steps share compiled kernels."""
+    step's new state is a kernel boundary so all steps share compiled kernels. The tensors after
+    the sequence are the cell's ``context``s, read whole at every step."""
 
     def __init__(self, p, body):
         self._cfg = (p, body)
 
-    def __call__(self, x):
+    def __call__(self, x, *contexts):
         from . import scan
 
         p, hidden = self._cfg
         body, layers = hidden.value
         n, t = x.shape[0], x.shape[1]
-        init = tuple(Tensor.zeros(n, *st.shape, device=x.device, dtype=x.dtype) for st in p.states)
+        given = dict(zip(p.contexts, contexts))
+        init = tuple(
+            given[st.init].cast(x.dtype).expand(n, *st.shape)
+            if st.init is not None
+            else Tensor.zeros(n, *st.shape, device=x.device, dtype=x.dtype)
+            for st in p.states
+        )
 
-        def step(x_t, states):
-            vals = {p.step_input: x_t}
+        def step(x_t, states, ctx=contexts):
+            vals = {p.step_input: x_t, **dict(zip(p.contexts, ctx))}
             for st, v in zip(p.states, states):
                 vals[st.node] = v
             for node in body:
@@ -413,9 +514,16 @@ class CellLayer:
                 vals[node.path] = layers[node.path](*(vals[i] for i in node.inputs))
             return vals[p.step_output], tuple(vals[st.update] for st in p.states)
 
-        if scan.ENABLED and not (TRAINING and _random(body)):
+        if scan.enabled() and not (TRAINING and _random(body)):
             # one compiled step replayed T times; BPTT one step at a time (dlspec.backends.tinygrad.scan)
-            ys = scan.scan(step, x, scan.parameters_of(list(layers.values())), init)
+            ys = scan.scan(
+                step,
+                x,
+                scan.parameters_of(list(layers.values())),
+                init,
+                context=contexts,
+                init_grad=[st.init is not None for st in p.states],
+            )
             return ys if p.sequences else ys[:, t - 1]
         # unrolled: random draws (dropout, sampling) or running statistics in the step must not be
         # recomputed by the step-wise backward
@@ -479,13 +587,18 @@ def _upsample(node, p, ins, out, low):
     scale = p.scale if isinstance(p.scale, tuple) else (p.scale,) * n
 
     def up(x):
-        size = tuple(d * s for d, s in zip(x.shape[2:], scale))
+        y = x
         if p.mode == "nearest":  # repeat each element: PyTorch's 'nearest' for integer scales
-            y = x
             for ax, s in enumerate(scale, start=2):
                 y = y.repeat_interleave(s, dim=ax)
             return y
-        return x.interpolate(size=size, mode="linear", align_corners=False)
+        # (bi/tri)linear, one spatial axis at a time (moved last for tinygrad's interpolate); a
+        # scale of 1 is the identity in both corner modes
+        for ax, s in enumerate(scale, start=2):
+            if s != 1:
+                moved = y.transpose(ax, -1)
+                y = moved.interpolate(size=(moved.shape[-1] * s,), mode="linear", align_corners=p.align_corners).transpose(ax, -1)
+        return y
 
     return up
 
@@ -495,6 +608,29 @@ def sample(mu, logvar):
     if not TRAINING:
         return mu
     return mu + (logvar * 0.5).exp() * Tensor.randn(*mu.shape, device=mu.device, dtype=mu.dtype)
+
+
+def _tile(node, p, ins, out, low):
+    from ...ops.tiling import reps
+
+    counts = reps(ins[0], out)
+    return lambda x: x.repeat(*counts) if any(c != 1 for c in counts) else x
+
+
+def _roll(node, p, ins, out, low):
+    shifts = p.shifts if isinstance(p.shifts, tuple) else (p.shifts,)
+    axes = tuple(a + ins[0].rank if a < 0 else a for a in (p.axis if isinstance(p.axis, tuple) else (p.axis,)))
+    return lambda x: x.roll(shifts, axes)
+
+
+def drop_path(x, rate: float):
+    """Stochastic depth, as timm's ``drop_path``: in training (read when the graph is built) each
+    sample is kept with probability ``1 − rate`` and scaled by ``1/(1 − rate)``, else zeroed."""
+    if not TRAINING or rate == 0:
+        return x
+    keep = 1.0 - rate
+    mask = (Tensor.rand(x.shape[0], *([1] * (x.ndim - 1)), device=x.device) < keep).cast(x.dtype)
+    return x * mask * (1.0 / keep)
 
 
 def _reshape(node, p, ins, out, low):
@@ -575,6 +711,9 @@ class ParamLayer:
 
 
 def _param(node, p, ins, out, low):
+    if low.init is None:  # the NULL device: nothing drawn
+        (slot,) = ops.get(node.op).state(p, ins)
+        return ParamLayer(Tensor.empty(*slot.shape))
     return ParamLayer(Tensor(low.init[node.path]))
 
 
@@ -680,6 +819,10 @@ def _groupnorm(node, p, ins, out, low):
 def _attention(node, p, ins, out, low):
     a = low.arrays(node)
     layer = AttentionLayer(p)
+    if p.separate():
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            setattr(layer, name, _Linear(a[f"{name}.weight"], a.get(f"{name}.bias")))
+        return layer
     layer.in_proj_weight = a["in_proj_weight"]
     layer.out_proj = _Linear(a["out_proj.weight"], a.get("out_proj.bias"))
     if "in_proj_bias" in a:
@@ -713,12 +856,16 @@ TRANSFORMS: dict[str, Callable] = {
     "pool": lambda node, p, ins, out, low: PoolLayer(p, ins[0].rank - 2, low.window(node)),
     "dense": _dense,
     "dropout": lambda node, p, ins, out, low: lambda x: x.dropout(p.rate),
-    "embedding": lambda node, p, ins, out, low: EmbeddingLayer(low.arrays(node)["weight"]),
+    "embedding": _embedding,
     "posembed": lambda node, p, ins, out, low: PosEmbedLayer(low.arrays(node)["weight"]),
     "batchnorm": _batchnorm,
     "layernorm": _layernorm,
     "groupnorm": _groupnorm,
     "attention": _attention,
+    # positions and RMS norm (dlspec/ops/position.py, dlspec/ops/norm.py)
+    "rmsnorm": lambda node, p, ins, out, low: RmsNormLayer(low.arrays(node).get("weight"), p.eps),
+    "posenc": lambda node, p, ins, out, low: lambda x: sinusoids(x, p.base),
+    "rope": lambda node, p, ins, out, low: lambda x: rotary(x, p.base),
     "rnn": _recurrent,
     "lstm": _recurrent,
     "gru": _recurrent,
@@ -751,4 +898,8 @@ TRANSFORMS: dict[str, Callable] = {
     "min": _reduce,
     "matmul": _fixed(matmul),
     "transpose": lambda node, p, ins, out, low: lambda x: x.transpose(p.dim0, p.dim1),
+    # tiling, circular shifts and stochastic depth (dlspec/ops/tiling.py, dlspec/ops/dropout.py)
+    "tile": _tile,
+    "roll": _roll,
+    "droppath": lambda node, p, ins, out, low: lambda x: drop_path(x, p.rate),
 }

@@ -24,14 +24,23 @@ so forward values equal the unrolled graph's.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Callable, Iterator, Sequence
 
 from tinygrad import Tensor, function
 
 from .tree import Hidden
 
-#: Set to False to build the old unrolled graph instead (for comparisons and debugging).
+#: Set to False to build the old unrolled graph instead, process-wide (for comparisons and debugging);
+#: the library itself never changes it: :func:`unrolled` switches this thread's (context's) builds only
 ENABLED = True
+_UNROLLED: ContextVar[bool] = ContextVar("dlspec_scan_unrolled", default=False)
+
+
+def enabled() -> bool:
+    """Whether recurrences are built as scans here (not inside :func:`unrolled`, and ``ENABLED``)."""
+    return ENABLED and not _UNROLLED.get()
+
 
 Step = Callable[[Tensor, tuple[Tensor, ...]], tuple[Tensor, tuple[Tensor, ...]]]
 
@@ -40,12 +49,11 @@ Step = Callable[[Tensor, tuple[Tensor, ...]], tuple[Tensor, tuple[Tensor, ...]]]
 def unrolled() -> Iterator[None]:
     """Build recurrences as the lazy unrolled graph inside this block (nothing runs while the
     graph is built: for shape checks that never realize the outputs)."""
-    global ENABLED
-    old, ENABLED = ENABLED, False
+    token = _UNROLLED.set(True)
     try:
         yield
     finally:
-        ENABLED = old
+        _UNROLLED.reset(token)
 
 
 def _views(t: Tensor) -> list[Tensor]:
@@ -120,18 +128,41 @@ def parameters_of(*objs) -> list[Tensor]:
     return _dedup(out)
 
 
-def scan(step: Step, xs: Tensor, params: Sequence[Tensor], init: Sequence[Tensor], reverse: bool = False) -> Tensor:
+def scan(
+    step: Step,
+    xs: Tensor,
+    params: Sequence[Tensor],
+    init: Sequence[Tensor],
+    reverse: bool = False,
+    context: Sequence[Tensor] = (),
+    init_grad: Sequence[bool] = (),
+) -> Tensor:
     """Run ``step(x_t, states) -> (y_t, new_states)`` over the time axis (1) of ``xs`` ``(N, T, …)``
     from the states ``init``; returns ``ys`` ``(N, T, …)`` with gradients w.r.t. ``xs`` and
     ``params`` (every tensor ``step`` reads other than its arguments must be in ``params``).
-    ``reverse``: run from the last step to the first (``ys`` stays in time order)."""
+    ``reverse``: run from the last step to the first (``ys`` stays in time order).
+    ``context``: tensors of the caller's graph that every step reads whole (a cell's ``context``,
+    an encoder's outputs): realized once and given to ``step(x_t, states, context)``; their
+    gradients (summed over the steps) flow back into the caller's graph like ``xs``'s, and so do
+    those of the ``init`` states flagged in ``init_grad`` (a learned initial memory)."""
     T = xs.shape[1]
     params = _dedup(params)
+    ctx_in = list(context)
+    # a realized copy, read by every step; the call below keeps the originals' graphs for backward
+    ctx = [c.detach().contiguous().realize() for c in ctx_in]
+    for c in ctx:
+        _hold(c)
+    ctx_float = [c.is_floating_point() for c in ctx]
+    if ctx_in:
+        inner = step
+        step = lambda x_t, s: inner(x_t, s, tuple(ctx))  # noqa: E731
     x_float = xs.is_floating_point()
     order = list(range(T - 1, -1, -1)) if reverse else list(range(T))
     xr = xs.detach().transpose(0, 1).contiguous().realize()  # a copy: xs keeps its graph
     _hold(xr)
     x_t = _views(xr)
+    # float initial states that are not constants (a learned memory): their gradients go back too
+    init_in = [s for s, g in zip(init, init_grad) if g and s.is_floating_point()]
     states = [tuple(s.contiguous().realize() for s in init)]  # states[k]: input states of the k-th step run
     outs: list[Tensor | None] = [None] * T
     for t in order:
@@ -148,6 +179,8 @@ def scan(step: Step, xs: Tensor, params: Sequence[Tensor], init: Sequence[Tensor
         gy = _views(gy_base)
         dstates = [s.zeros_like().contiguous().realize() for s in init]
         dparams = [p.zeros_like().contiguous().realize() for p in params]
+        dctx = [c.zeros_like().contiguous().realize() for c, f in zip(ctx, ctx_float) if f]
+        float_ctx = [c for c, f in zip(ctx, ctx_float) if f]
         dxs: list[Tensor | None] = [None] * T
         for k in range(T - 1, -1, -1):
             t = order[k]
@@ -157,17 +190,29 @@ def scan(step: Step, xs: Tensor, params: Sequence[Tensor], init: Sequence[Tensor
             obj = (y * gy[t]).sum()
             for n, d in zip(new, dstates):
                 obj = obj + (n * d).sum()
-            grads = obj.gradient(*((x_t[t],) if x_float else ()), *s_in, *params)
+            grads = obj.gradient(*((x_t[t],) if x_float else ()), *s_in, *params, *float_ctx)
             dx = grads.pop(0) if x_float else None
-            ds, dp = grads[: len(s_in)], grads[len(s_in) :]
+            ds, dp, dc = grads[: len(s_in)], grads[len(s_in) : len(s_in) + len(params)], grads[len(s_in) + len(params) :]
             dstates = [d.contiguous() for d in ds]
             dparams = [a + b for a, b in zip(dparams, dp)]
+            dctx = [a + b for a, b in zip(dctx, dc)]
             dxs[t] = dx.contiguous() if dx is not None else None
-            _realize(*(d for d in (dxs[t], *dstates, *dparams) if d is not None))
-        by_uop = {u: d.uop for u, d in zip(arg_uops[1:], dparams)}
+            _realize(*(d for d in (dxs[t], *dstates, *dparams, *dctx) if d is not None))
+        by_uop: dict = {}
+
+        def add(u, d: Tensor) -> None:
+            # a tensor given twice (a context that is also a parameter, or an initial state): the gradients add up
+            by_uop[u] = (Tensor(by_uop[u]) + d).uop if u in by_uop else d.uop
+
+        for u, d in zip(arg_uops[1 : 1 + len(params)], dparams):
+            add(u, d)
+        for c, d in zip([c for c, f in zip(ctx_in, ctx_float) if f], dctx):
+            add(c.uop, d)
+        for s0, d in zip(init_in, [d for (s, g), d in zip(zip(init, init_grad), dstates) if g and s.is_floating_point()]):
+            add(s0.uop, d)
         if x_float:
             by_uop[arg_uops[0]] = Tensor.stack(*dxs, dim=1).uop  # type: ignore[misc]
         return tuple(by_uop.get(a) for a in call.src[1:])
 
     arg_uops = [xs.uop, *(p.uop for p in params)]
-    return function(lambda *_: ys, allow_implicit=True, grad_fxn=grad_fxn)(xs, *params)
+    return function(lambda *_: ys, allow_implicit=True, grad_fxn=grad_fxn)(xs, *params, *ctx_in, *init_in)

@@ -19,6 +19,8 @@ from .lowerings import HELPERS
 
 #: the order helpers appear in the module
 HELPER_ORDER = ("TiedLinear", "PositionalEmbedding", "binary_step", "causal_mask", "masked_attention", "avg_pool_padded")
+HELPER_ORDER += ("rotary", "add_sinusoids", "GroupedQueryAttention")
+HELPER_ORDER += ("drop_path",)
 
 
 @dataclass

@@ -685,17 +685,23 @@ class Renderer:
                 tensor_names[v] = n.tensor if n is not None else None
         taken = set(RESERVED) | set(ctx.reserved) | {"seq", "t", "outputs", "block", "last"}
         preset = {p.step_input: "x"}
+        for c in p.contexts:  # the cell's contexts: forward's arguments after the sequence, read at every step
+            preset[c] = sanitize(ctx.index[c].tensor or s.rel(c), taken | set(preset.values()))
         for st in p.states:
             preset[st.node] = sanitize(st.name, taken | set(preset.values()))
         ends = [st.update for st in p.states] + [p.step_output]
         self.device_expr = "seq.device"
         names = allocate(stmts, preset, tensor_names, s.rel, taken, ends)
-        lines = ["def forward(self, seq: Tensor) -> Tensor:"]
+        extra = "".join(f", {preset[c]}: Tensor" for c in p.contexts)
+        lines = [f"def forward(self, seq: Tensor{extra}) -> Tensor:"]
         for st in p.states:
             if not all(isinstance(d, int) for d in st.shape):
                 raise unsupported(s.cell, f"state '{st.name}' has a symbolic shape {st.shape}")
             self.where, self.node = ctx.index[st.node].span, None
             dims = ", ".join(self.lit(d) for d in st.shape)
+            if st.init is not None:
+                lines.append(f"    {preset[st.node]} = {preset[st.init]}.expand(seq.shape[0], {dims})  # state {st.name}, from its context")
+                continue
             lines.append(f"    {preset[st.node]} = seq.new_zeros(seq.shape[0], {dims})  # state {st.name}, zero at the start")
         if p.sequences:
             lines.append("    outputs = []")

@@ -142,6 +142,77 @@ def masked_attention(att: nn.MultiheadAttention, query: Tensor, memory: Tensor, 
     y = torch.where(seen, y, 0.0).transpose(1, 2).reshape(n, tq, d)
     return att.out_proj(y)
 ''',
+    "drop_path": '''
+def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
+    """Stochastic depth, as timm's ``DropPath``: in training each sample is zeroed with
+    probability ``rate`` and the others scaled by ``1/(1 − rate)``; the identity in eval."""
+    if not training or rate == 0.0:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask / keep
+''',
+    "rotary": '''
+def rotary(x: Tensor, base: float = 10000.0) -> Tensor:
+    """The rotary position embedding of ``x`` (N, T, *, D), as HuggingFace's LLaMA: positions along
+    axis 1, the halves of the last axis rotated, ``x·cos + rotate_half(x)·sin``, angles
+    ``t·base^(−2j/D)`` repeated for both halves."""
+    t, d = x.shape[1], x.shape[-1]
+    freqs = torch.tensor([base ** (-2 * j / d) for j in range(d // 2)], device=x.device)
+    angles = torch.arange(t, dtype=torch.float32, device=x.device)[:, None] * freqs
+    angles = torch.cat((angles, angles), dim=-1).reshape(1, t, *[1] * (x.dim() - 3), d)
+    first, second = x.chunk(2, dim=-1)
+    return x * angles.cos().to(x.dtype) + torch.cat((-second, first), dim=-1) * angles.sin().to(x.dtype)
+''',
+    "add_sinusoids": '''
+def add_sinusoids(x: Tensor, base: float = 10000.0) -> Tensor:
+    """``x`` (N, T, D) plus the Transformer's position encoding (Vaswani et al., 2017):
+    ``sin(t·base^(−2i/D))`` on feature 2i, ``cos`` of the same angle on feature 2i + 1."""
+    t, d = x.shape[1], x.shape[2]
+    freqs = torch.tensor([base ** (-2 * j / d) for j in range(d // 2)], device=x.device)
+    angles = torch.arange(t, dtype=torch.float32, device=x.device)[:, None] * freqs
+    return x + torch.stack((angles.sin(), angles.cos()), dim=-1).reshape(t, d).to(x.dtype)
+''',
+    "GroupedQueryAttention": '''
+class GroupedQueryAttention(nn.Module):
+    """Multi-head attention with separate projections, as HuggingFace's ``LlamaAttention``:
+    ``kv_heads`` key/value heads, head j serving query heads j·r … j·r + r − 1
+    (r = heads/kv_heads), and the rotary embedding of the queries and keys when ``rope_base``
+    is given. ``keep`` (N, [heads,] [T_q,] T_k) is True where a query may attend to a key; a
+    query that may attend to no key gives 0 (not NaN) before the output projection."""
+
+    def __init__(
+        self, dim: int, heads: int, kv_heads: int, bias: bool = True, dropout: float = 0.0, rope_base: float | None = None
+    ) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.dropout, self.rope_base = heads, kv_heads, dropout, rope_base
+        head_dim = dim // heads
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
+        self.o_proj = nn.Linear(dim, dim, bias=bias)
+
+    def forward(self, query: Tensor, memory: Tensor, keep: Tensor | None = None, causal: bool = False) -> Tensor:
+        n, tq, d = query.shape
+        tk, h, g = memory.shape[1], self.heads, self.kv_heads
+        q = self.q_proj(query).reshape(n, tq, h, d // h)
+        k = self.k_proj(memory).reshape(n, tk, g, d // h)
+        v = self.v_proj(memory).reshape(n, tk, g, d // h).transpose(1, 2)
+        if self.rope_base is not None:
+            q, k = rotary(q, self.rope_base), rotary(k, self.rope_base)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        k, v = k.repeat_interleave(h // g, dim=1), v.repeat_interleave(h // g, dim=1)
+        dropout = self.dropout if self.training else 0.0
+        if keep is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
+        else:
+            keep = keep.bool().reshape(keep.shape[0], *[1] * (4 - keep.dim()), *keep.shape[1:])
+            if causal:
+                keep = keep & torch.ones(tq, tk, dtype=torch.bool, device=query.device).tril()
+            seen = keep.any(-1, keepdim=True)
+            y = torch.where(seen, F.scaled_dot_product_attention(q, k, v, keep | ~seen, dropout), 0.0)
+        return self.o_proj(y.transpose(1, 2).reshape(n, tq, d))
+''',
     "avg_pool_padded": '''
 def avg_pool_padded(x: Tensor, kernel: tuple, stride: tuple, pads: tuple, overhang: tuple, count_pad: bool) -> Tensor:
     """Average pooling with (before, after) zero padding per spatial dim (asymmetric allowed) and
@@ -248,7 +319,7 @@ def dense(s: Site) -> Lowered:
 def embedding(s: Site) -> Lowered:
     p = s.p
     vocab = p.vocab if p.vocab is not None else s.ins[0].vocab
-    return Lowered(f"{s.m}({s.x[0]})", f"nn.Embedding({s.lit(vocab)}, {s.lit(p.dim)})")
+    return Lowered(f"{s.m}({s.x[0]})", f"nn.Embedding({s.lit(vocab)}, {s.lit(p.dim)}{s.kw('padding_idx', p.padding_idx, None)})")
 
 
 def posembed(s: Site) -> Lowered:
@@ -274,6 +345,12 @@ def layernorm(s: Site) -> Lowered:
     return Lowered(f"{s.m}({s.x[0]})", module)
 
 
+def rmsnorm(s: Site) -> Lowered:
+    p = s.p  # eps always written: torch.nn.RMSNorm's default is the dtype's machine epsilon
+    module = f"nn.RMSNorm({s.size(s.ins[0].shape[-1])}, eps={s.lit(p.eps)}{s.kw('elementwise_affine', p.affine, True)})"
+    return Lowered(f"{s.m}({s.x[0]})", module)
+
+
 def groupnorm(s: Site) -> Lowered:
     p = s.p
     module = f"nn.GroupNorm({s.lit(p.groups)}, {s.size(s.ins[0].shape[1])}{s.kw('eps', p.eps, 1e-5)}{s.kw('affine', p.affine, True)})"
@@ -289,6 +366,19 @@ def prelu(s: Site) -> Lowered:
 def attention(s: Site) -> Lowered:
     p = s.p
     d = s.ins[0].shape[2]
+    if p.separate():  # grouped key/value heads or rotary positions: LlamaAttention's layout
+        if p.rope:
+            s.helper("rotary")
+        rope = f", rope_base={s.lit(p.rope_base)}" if p.rope else ""
+        module = (
+            f"{s.helper('GroupedQueryAttention')}({s.size(d)}, {s.lit(p.heads)}, {s.lit(p.groups())}"
+            f"{s.kw('bias', p.bias, True)}{s.kw('dropout', p.dropout, 0.0)}{rope})"
+        )
+        main = len(s.x) - (1 if p.mask else 0)
+        kv = s.x[1] if main == 2 else s.x[0]
+        keep = f", {s.x[-1]}" if p.mask else ""
+        causal = f", causal={s.lit(True)}" if p.causal else ""
+        return Lowered(f"{s.m}({s.x[0]}, {kv}{keep}{causal})", module)
     module = f"nn.MultiheadAttention({s.size(d)}, {s.lit(p.heads)}{s.kw('dropout', p.dropout, 0.0)}{s.kw('bias', p.bias, True)}, batch_first=True)"
     q = s.x[0]
     main = len(s.x) - (1 if p.mask else 0)
@@ -437,7 +527,17 @@ def upsample(s: Site) -> Lowered:
     if p.mode == "nearest":  # integer scales: each element repeated, as dlspec
         return Lowered(f'F.interpolate({s.x[0]}, scale_factor={s.lit(p.scale)}, mode="nearest")')
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[n]
-    return Lowered(f'F.interpolate({s.x[0]}, scale_factor={s.lit(p.scale)}, mode="{mode}", align_corners=False)')
+    return Lowered(f'F.interpolate({s.x[0]}, scale_factor={s.lit(p.scale)}, mode="{mode}", align_corners={s.lit(p.align_corners)})')
+
+
+def tile(s: Site) -> Lowered:
+    from ...ops.tiling import reps
+
+    return Lowered(f"{s.x[0]}.repeat({', '.join(s.lit(c) for c in reps(s.ins[0], s.out))})")
+
+
+def roll(s: Site) -> Lowered:
+    return Lowered(f"torch.roll({s.x[0]}, {s.lit(s.p.shifts)}, {s.lit(s.p.axis)})")
 
 
 # ---- tensors: subscripts, pieces, crops, learned and constant tensors, reductions -------------------
@@ -561,6 +661,9 @@ TRANSFORMS: dict[str, Callable[[Site], Lowered]] = {
     "groupnorm": groupnorm,
     "prelu": prelu,
     "attention": attention,
+    "rmsnorm": rmsnorm,
+    "posenc": lambda s: Lowered(f"{s.helper('add_sinusoids')}({s.x[0]}{s.kw('base', s.p.base, 10000.0)})"),
+    "rope": lambda s: Lowered(f"{s.helper('rotary')}({s.x[0]}{s.kw('base', s.p.base, 10000.0)})"),
     "rnn": recurrent,
     "lstm": recurrent,
     "gru": recurrent,
@@ -612,6 +715,16 @@ TRANSFORMS: dict[str, Callable[[Site], Lowered]] = {
     "min": reduce,
     "matmul": matmul,
     "transpose": lambda s: Lowered(f"{s.x[0]}.transpose({s.lit(s.p.dim0)}, {s.lit(s.p.dim1)})"),
+    "relu6": _fn("F.relu6({x})"),
+    "hardswish": _fn("F.hardswish({x})"),
+    "hardsigmoid": _fn("F.hardsigmoid({x})"),
+    "mish": _fn("F.mish({x})"),
+    "sin": _fn("torch.sin({x})"),
+    "cos": _fn("torch.cos({x})"),
+    "glu": lambda s: Lowered(f"F.glu({s.x[0]}{s.kw('dim', s.p.axis, -1)})"),
+    "tile": tile,
+    "roll": roll,
+    "droppath": lambda s: Lowered(f"{s.helper('drop_path')}({s.x[0]}, {s.lit(s.p.rate)}, self.training)"),
 }
 
 #: ops the generator itself writes: model inputs (``forward``'s arguments), a cell's step input
