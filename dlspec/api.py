@@ -27,6 +27,8 @@ class Program:
         self._trains = trains
         self._ir: dict[tuple, Graph] = {}
         self.sources = Sources()  # the files it was parsed from (set by load): what its errors render with
+        #: (definition, parameter) → value: parameters bound by :meth:`bind`
+        self._defaults: dict[tuple[str, str], Any] = {}
 
     @property
     def models(self) -> list[str]:
@@ -44,8 +46,48 @@ class Program:
         key = (name, _args_key(args))
         if key not in self._ir:
             with _gc_paused():  # a list from Python is a list of the language (a tuple), as a table
-                self._ir[key] = Expander(self.defs).model(self.defs[name], dict(key[1]))
+                self._ir[key] = Expander(self.defs, self._defaults).model(self.defs[name], dict(key[1]))
         return self._ir[key]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters bound by :meth:`bind`, as ``{"DEF.NAME": value}``."""
+        return {f"{d}.{p}": v for (d, p), v in self._defaults.items()}
+
+    def bind(self, params: dict[str, Any]) -> "Program":
+        """A copy of the program in which parameters take the values of ``params`` wherever a
+        call (or :meth:`ir`'s ``args``) gives them none, instead of their written defaults:
+        ``"NAME"`` is the parameter NAME of each of the file's models that declares it,
+        ``"DEF.NAME"`` the parameter NAME of the model, block or cell DEF (imported ones too). The
+        values are those :meth:`ir`'s ``args`` take. An unknown name is a :class:`UsageError` with a
+        did-you-mean; this program is unchanged."""
+        defaults = dict(self._defaults)
+        for key, value in params.items():
+            problem = next(filter(None, map(number_problem, value if isinstance(value, (tuple, list)) else (value,))), None)
+            if problem is not None:
+                raise UsageError(f"parameter {key} {problem}")
+            value = _args_key({"v": value})[0][1]  # a list is the language's list (a tuple)
+            owner, dot, name = key.rpartition(".")
+            if dot:
+                defn = self.defs.get(owner)
+                if defn is None:
+                    raise UsageError(f"{self.file} has no model, block or cell '{owner}'{suggest(owner, self.defs)}")
+                names = [p.name for p in defn.params or ()]
+                if name not in names:
+                    listed = f"; its parameters: {', '.join(names)}" if names else f"; '{owner}' takes none"
+                    raise UsageError(f"{defn.kind} '{owner}' has no parameter '{name}'{suggest(name, names) or listed}")
+                defaults[(owner, name)] = value
+                continue
+            owners = [m for m in self.models if name in [p.name for p in self.defs[m].params or ()]]
+            if not owners:
+                names = sorted({p.name for m in self.models for p in self.defs[m].params or ()})
+                listed = f"; their parameters: {', '.join(names)}" if names else "; they take none"
+                raise UsageError(f"no model of {self.file} has a parameter '{name}'{suggest(name, names) or listed}")
+            for m in owners:
+                defaults[(m, name)] = value
+        prog = Program(self.file, self.module, self.defs, self._trains)
+        prog.sources, prog._defaults = self.sources, defaults
+        return prog
 
     @deep(lambda self, model=None, *a, **k: _where(self, model))
     def shapes(self, model: str | None = None, **args: Any):
@@ -74,13 +116,24 @@ class Program:
         return self.analyze(model, depth=depth, seq=seq, **args).to_json()
 
     @deep(lambda self, model=None, *a, **k: _where(self, model))
-    def build(self, model: str | None = None, device: str | None = None, seed: int = 0, dtype: str = "float32", **args: Any):
+    def build(
+        self,
+        model: str | None = None,
+        device: str | tuple[str, ...] | list[str] | None = None,
+        seed: int = 0,
+        dtype: str = "float32",
+        sync_bn: bool = False,
+        **args: Any,
+    ):
         """A runnable tinygrad model (:class:`dlspec.backends.tinygrad.Net`) with seeded
-        PyTorch-default initialisation; ``get_state_dict(net)`` keys are the layer paths."""
+        PyTorch-default initialisation; ``get_state_dict(net)`` keys are the layer paths. Several
+        devices (``device=("CUDA:0", "CUDA:1")``): data parallel, each batch split across them
+        (``sync_bn``: batch norm with the statistics of the whole batch; see
+        :func:`dlspec.backends.tinygrad.build`)."""
         from .backends.tinygrad import build
 
         name = self._model_name(model)
-        return build(self.ir(name, **args), self.shapes(name, **args), device=device, seed=seed, dtype=dtype)
+        return build(self.ir(name, **args), self.shapes(name, **args), device=device, seed=seed, dtype=dtype, sync_bn=sync_bn)
 
     @deep(lambda self, model=None, *a, **k: _where(self, model))
     def export(

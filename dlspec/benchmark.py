@@ -82,6 +82,8 @@ def resolve_run(prog: Any, file: str, model: str | None, batch: int | None, devi
             "(the loss and optimizer are then the defaults, cross_entropy and adam lr 0.001)"
         )
     cfg = resolve(prog, file, name, {"batch": batch, "device": device})
+    if cfg.devices:  # a train section's `devices`: bench and tune measure the step on one device
+        cfg = cfg.model_copy(update={"devices": None})
     graph, shapes = prog.ir(name), prog.shapes(name)
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise _usage(

@@ -54,6 +54,21 @@ def _natural(text: str) -> int:
     return int(text)
 
 
+def _devices(text: str) -> list[str] | int:
+    """``--devices``: device names separated by commas, or a count."""
+    import argparse
+
+    text = text.strip()
+    if text.isdigit():
+        if len(text) > 4 or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"expected a number of devices from 1 to 9999, got {text!r}")
+        return int(text)
+    names = [n.strip() for n in text.split(",")]
+    if not text or any(not n for n in names):
+        raise argparse.ArgumentTypeError(f"expected device names separated by commas (CUDA:0,CUDA:1) or a count, got {text!r}")
+    return names
+
+
 def _compile_args(p) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--model", help="the model to compile (default: every model of the file)")
@@ -272,12 +287,19 @@ def _export(args) -> int:
 
 
 def _train_args(p) -> None:
-    from . import registry
-
     p.add_argument("file", metavar="FILE", nargs="?", help="the spec (optional with --resume)")
     p.add_argument("--model", help="the model to train (default: the spec's train section's)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where it stopped")
     p.add_argument("--out", default="runs", metavar="DIR", help="where run directories go (default: runs/)")
+    _train_overrides(p)
+    p.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
+
+
+def _train_overrides(p) -> None:
+    """The overrides of a spec's train section (``dlspec train``'s, also ``dlspec sweep``'s for every trial)."""
+    from . import registry
+
     g = p.add_argument_group("overrides of the spec's train section")
     g.add_argument("--data", help="data set: " + ", ".join(n for n, e in registry.DATASETS.items() if e.source != "unavailable"))
     g.add_argument("--data-dir", dest="data_dir", help="directory with the data set's files")
@@ -294,9 +316,13 @@ def _train_args(p) -> None:
     g.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many optimizer steps")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="tinygrad device: CPU, CUDA, NV, METAL, AMD, … (default: tinygrad's choice)")
+    g.add_argument(
+        "--devices",
+        type=_devices,
+        metavar="D1,D2,…|N",
+        help="train data parallel: each batch split across these devices (CUDA:0,CUDA:1), or the first N of --device's kind",
+    )
     g.add_argument("--episodes", type=int, help="episodes to train ('train dqn' only; with --resume, as --epochs: train further)")
-    p.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
 
 
 def _train(args) -> int:
@@ -370,8 +396,13 @@ def _eval(args) -> int:
         keep = ("data", "data_options", "data_dir", "loss", "loss_options", "batch", "seed", "metrics", "val_split", "limit", "augment")
         cfg = cfg.model_copy(update={k: getattr(run_cfg, k) for k in keep})
         print(f"data settings from {weights.parent / 'config.json'}", file=sys.stderr)
+        if run_cfg.params:  # a sweep trial's model parameters: the weights are of the model they make
+            prog = prog.bind(run_cfg.params)
+            cfg = cfg.model_copy(update={"params": run_cfg.params})
     if "data" in overrides and overrides["data"] != cfg.data:
         cfg = cfg.model_copy(update={"data_options": {}})
+    if "device" in overrides:  # one device, instead of a train section's `devices`
+        cfg = cfg.model_copy(update={"devices": None})
     try:
         cfg = RunConfig(**{**cfg.model_dump(), **overrides})
     except Exception as e:  # noqa: BLE001 - pydantic names the field
@@ -497,6 +528,72 @@ def _tune(args) -> int:
     return tune_command(args)
 
 
+def _count(text: str) -> int:
+    """``--max-params 1.5M``: a whole count, with an optional K, M or G (10³, 10⁶, 10⁹)."""
+    import argparse
+    import re
+
+    from .bounds import MAX_INT
+
+    m = re.fullmatch(r"\s*(\d{1,19}(?:\.\d{1,19})?)\s*([kKmMgG]?)\s*", text)
+    v = float(m.group(1)) * {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}[m.group(2).lower()] if m else 0
+    if not 1 <= v <= MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected a count such as 500000, 1.5M or 2G (at most 2**63 − 1), got {text!r}")
+    return int(v)
+
+
+def _resources(text: str) -> float:
+    """``--cpus 0.5``: a number of CPUs or GPUs per trial (a fraction shares one)."""
+    import argparse
+
+    v = _finite(text)
+    if v < 0 or v > 4096:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 4096, got {text!r}")
+    return v
+
+
+def _sweep_args(p) -> None:
+    p.add_argument("file", metavar="FILE", nargs="?", help="the spec (optional with --resume)")
+    p.add_argument("--model", help="the model to tune (default: the spec's train section's)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=SPACE",
+        help="what to vary and its values, once per name: a parameter of the model (hidden) or of a block (Block.width), a train"
+        " setting (lr, batch, optimizer, epochs, weight_decay, …) or an optimizer option (momentum, beta1, …); SPACE: a list"
+        " 64,128,256, int:LO:HI[:STEP], uniform:LO:HI or loguniform:LO:HI",
+    )
+    p.add_argument(
+        "--trials", type=_positive, metavar="K", help="draw K random configurations (default: the full grid of lists and int ranges)"
+    )
+    p.add_argument("--sweep-seed", dest="sweep_seed", type=_natural, metavar="S", help="seed of the random draws (default 0)")
+    p.add_argument(
+        "--metric", help="what to optimise, at each trial's best epoch: val_acc (default), val_loss, val_top5, train_acc or train_loss"
+    )
+    p.add_argument("--mode", choices=["max", "min"], help="maximise or minimise the metric (default: min for a loss, else max)")
+    p.add_argument("--max-params", dest="max_params", type=_count, metavar="N", help="prune configurations with more parameters (1.5M, 2G)")
+    p.add_argument("--max-macs", dest="max_macs", type=_count, metavar="N", help="prune configurations with more MACs per sample")
+    p.add_argument("--scheduler", choices=["fifo", "asha"], help="fifo: every trial runs to its end (default); asha: stop bad trials early")
+    p.add_argument(
+        "--out", metavar="DIR", help="the sweep's folder: sweep.json and trials/NNN run directories (default: sweeps/MODEL-TIME)"
+    )
+    p.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR: run its unfinished trials, keep the finished ones")
+    p.add_argument("--address", metavar="HOST:PORT", help="run on this existing Ray cluster (or auto) instead of starting a local Ray")
+    p.add_argument("--cpus", type=_resources, metavar="N", help="CPUs per trial (default 1)")
+    p.add_argument("--gpus", type=_resources, metavar="N", help="GPUs per trial (default 0)")
+    p.add_argument("--concurrent", type=_positive, metavar="K", help="run at most K trials at a time (default: as many as fit)")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true", help="plan and check the configurations, print them, run nothing")
+    p.add_argument("--json", action="store_true", help="print sweep.json's document at the end instead of the table")
+    _train_overrides(p)
+
+
+def _sweep(args) -> int:
+    from .sweep import sweep_command
+
+    return sweep_command(args)
+
+
 def _cache_args(p) -> None:
     p.add_argument("action", choices=["info", "clear"], help="info: list the compiled steps cached; clear: remove them")
 
@@ -519,4 +616,5 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("bench", "measure a model's training step: first step cold and warm, steady step, memory; --against torch", _bench_args, _bench),
     ("tune", "search faster kernels for a model's training and evaluation steps (tinygrad BEAM); later runs use them", _tune_args, _tune),
     ("cache", "list (info) or remove (clear) the compiled training and evaluation steps cached across runs", _cache_args, _cache),
+    ("sweep", "search model parameters and train settings on Ray Tune; configurations are checked statically first", _sweep_args, _sweep),
 ]

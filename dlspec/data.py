@@ -971,6 +971,11 @@ class Loader:
     drawn from ``(seed, e, k)``; so ``epoch(e, start_step=k)`` yields exactly batches ``k, k+1, …``
     of ``epoch(e)``. The last batch is partial (its true size) unless ``drop_last`` (or, with
     ``drop_single``, when it would hold one sample: that epoch skips it, a different one each epoch).
+    ``multiple`` (the devices a batch is split across, each taking an equal share): a partial last
+    batch is cut to a multiple of it, and the fewer than ``multiple`` samples left over are skipped
+    that epoch (a different few each epoch when shuffled), or, with ``keep_rest`` (evaluation: every
+    sample counts), served as one more batch of their own; ``drop_single`` then skips a last batch of
+    one sample per device.
     ``augment`` (images only): a random crop after zero-padding by ``pad`` pixels, plus a
     horizontal flip with probability ½ when ``flip`` (default: ``ds.hflip``, true for CIFAR).
     Augmentation applies to the [0, 1] pixels, then ``(x − mean) / std`` if ``mean``/``std`` are given.
@@ -986,6 +991,10 @@ class Loader:
     drop_last: bool = False
     #: skip a last batch of a single sample (batch norm cannot train on one value per channel)
     drop_single: bool = False
+    #: batches are split across this many devices: a partial last batch is cut to a multiple of it
+    multiple: int = 1
+    #: serve the samples that cut leaves over as a last batch of their own (else they are skipped)
+    keep_rest: bool = False
     pad: int = 4
     flip: bool | None = None
     _mean: np.ndarray | None = field(init=False, repr=False, default=None)
@@ -994,6 +1003,8 @@ class Loader:
     def __post_init__(self) -> None:
         if not isinstance(self.batch, (int, np.integer)) or self.batch < 1:
             raise DataError(f"batch size must be a positive integer, got {self.batch!r}")
+        if not isinstance(self.multiple, (int, np.integer)) or self.multiple < 1:
+            raise DataError(f"multiple must be a positive integer, got {self.multiple!r}")
         if self.drop_last and len(self.ds) < self.batch:
             raise DataError(
                 f"batch {self.batch} is larger than the {len(self.ds)} samples of '{self.ds.name}' ({self.ds.split}): with drop_last no batch is left"
@@ -1015,9 +1026,21 @@ class Loader:
             self._mean = mean.reshape(shape)
             self._scale = (1.0 / std).reshape(shape).astype(np.float32)
 
+    def _bounds(self) -> list[tuple[int, int]]:
+        """``(start, end)`` positions in an epoch's order of each batch."""
+        n, b, m = len(self.ds), int(self.batch), int(self.multiple)
+        out = [(k * b, (k + 1) * b) for k in range(n // b)]
+        rest = 0 if self.drop_last else n % b
+        if rest:
+            start, cut = n - rest, rest - rest % m
+            if cut and not (self.drop_single and cut == m and n > cut):  # one sample per device, and other batches
+                out.append((start, start + cut))
+            if self.keep_rest and rest % m:
+                out.append((start + cut, n))
+        return out
+
     def steps_per_epoch(self) -> int:
-        n, b = len(self.ds), int(self.batch)
-        return n // b if self.drop_last or (self.drop_single and n % b == 1 and n > 1) else -(-n // b)
+        return len(self._bounds())
 
     def __len__(self) -> int:
         return self.steps_per_epoch()
@@ -1035,9 +1058,10 @@ class Loader:
         if not 0 <= start_step <= steps:
             raise DataError(f"start_step {start_step} is outside the epoch's {steps} steps")
         order = self.order(epoch)
-        b = int(self.batch)
+        bounds = self._bounds()
         for step in range(start_step, steps):
-            idx = order[step * b : (step + 1) * b]
+            lo, hi = bounds[step]
+            idx = order[lo:hi]
             xb = self.ds.x[idx]
             if self.augment:
                 xb = self._augmented(xb, epoch, step)

@@ -126,8 +126,11 @@ class Program:
 
 
 class Expander:
-    def __init__(self, defs: dict[str, A.Def]):
+    def __init__(self, defs: dict[str, A.Def], defaults: dict[tuple[str, str], Any] | None = None):
         self.defs = defs
+        #: (definition, parameter) → the value the parameter takes where a call gives none
+        #: (:meth:`dlspec.api.Program.bind`), instead of its written default
+        self.defaults = dict(defaults or {})
         self.nodes: list[Node] = []
         self.paths: dict[str, Span] = {}
         self.diags: list[Diagnostic] = []
@@ -927,7 +930,9 @@ class Expander:
             bound[k] = v
         env = Scope(prefix="", names={}, stack=())
         for p in params:
-            if p.name not in bound:
+            if p.name not in bound and (defn.name, p.name) in self.defaults:
+                bound[p.name] = self.defaults[(defn.name, p.name)]
+            elif p.name not in bound:
                 if p.default is None:
                     raise Fail(
                         f"{defn.kind} '{defn.name}' needs a value for '{p.name}'",

@@ -16,7 +16,10 @@ batch (or one environment step) at a time. :class:`Loop` does the rest, the same
 * ``--resume``: the checkpoint verified (digest, spec and data identity), every net, optimizer and
   the objective's own state restored, ``metrics.jsonl`` rewritten from the checkpoint's history,
   and training continues bit-identically to an uninterrupted run;
-* ``summary.json`` at the end.
+* ``summary.json`` at the end;
+* several devices (``--devices``): checked, and the batch with them, before anything loads; every
+  objective builds its nets with :meth:`Objective.build_net`, data parallel on them, and every
+  device's random stream is reseeded (``docs/training.md``, "Several devices").
 
 :func:`train_command` and :func:`resume_command` are ``dlspec train`` and ``dlspec train --resume``
 for every objective: the run directory, the UI, the final table. How to add an objective:
@@ -285,16 +288,29 @@ class Objective:
             fields = (f"{role}optimizer", f"{role}optimizer_options", f"{role}lr") if role else OPTIMIZER_FIELDS
             raise self.places.error(f"optimizer {name}: {e}", *fields, "weight_decay", "clip") from None
 
-    def run(self, resume: bool = False) -> dict[str, Any]:
+    @property
+    def placement(self) -> str | tuple[str, ...] | None:
+        """The device the nets go on, or the devices (a tuple) each batch is split across."""
+        return placement(self.cfg)
+
+    def build_net(self, model: str, seed: int):
+        """``model`` built on the run's device(s), batch norm as its ``sync_bn`` setting says: every
+        objective builds its nets here, so ``--devices`` trains each of them data parallel."""
+        return self.prog.build(model, device=self.placement, seed=seed, sync_bn=bool(getattr(self.cfg, "sync_bn", False)))
+
+    def run(self, resume: bool = False, on_unit: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Train (``resume``: from ``last.safetensors``) with :class:`Loop`; the summary."""
-        return Loop(self).run(resume)
+        return Loop(self, on_unit).run(resume)
 
 
 class Loop:
-    """Runs an :class:`Objective` (see the module docstring)."""
+    """Runs an :class:`Objective` (see the module docstring). ``on_unit`` is called with each
+    finished unit's metrics line once its checkpoint and line are written (``dlspec sweep``
+    reports it to Ray Tune there)."""
 
-    def __init__(self, objective: Objective):
+    def __init__(self, objective: Objective, on_unit: Callable[[dict[str, Any]], None] | None = None):
         self.o = objective
+        self.on_unit = on_unit
 
     def checkpoint(
         self, name: str, pos: Position, history: list[dict], parts: dict[str, Any] | None = None, meta: dict | None = None
@@ -324,6 +340,7 @@ class Loop:
         o, c = self.o, self.o.cfg
         last = o.dir / "last.safetensors"
         self.spec_sha = file_digest(o.dir / "spec.dl") if (o.dir / "spec.dl").exists() else ""
+        check_placement(o.prog, c)  # devices that are not here, or a batch they cannot share: before anything loads
         meta = exact.check(last) if resume else {}  # a damaged checkpoint fails before the data are loaded
         o.prepare(meta)
         data_name, self.data_sha = o.data_identity()
@@ -407,6 +424,8 @@ class Loop:
             if o.checkpoint_due(record):
                 o.plot(rec.history)
                 o.log(o.unit_line(record))
+            if self.on_unit is not None:
+                self.on_unit(record)
             if epochs:
                 bars.end(pos.unit)  # the epoch bar counts finished epochs
             else:
@@ -417,6 +436,45 @@ class Loop:
         atomic_write_text(o.dir / "summary.json", json.dumps(summary, indent=2))
         o.close()
         return summary
+
+
+# ---- several devices ---------------------------------------------------------------------------------
+
+
+def placement(cfg: Any) -> str | tuple[str, ...] | None:
+    """Where a run's nets go: its ``device``, or the tuple of its ``devices`` (data parallel)."""
+    devices = getattr(cfg, "devices", None)
+    return tuple(devices) if devices else cfg.device
+
+
+def check_placement(prog, cfg: Any) -> None:
+    """A run on several devices: they exist here, are listed once, and share its batch evenly
+    (each device takes ``batch / N`` samples of every step, as tinygrad cannot split a batch
+    unevenly). Errors are at the spec lines that set the values, or usage errors (exit code 2) when
+    the command line did."""
+    devices = getattr(cfg, "devices", None)
+    if not devices:
+        return
+    from .backends.tinygrad import check_devices
+    from .train import SpecPlaces
+
+    places = SpecPlaces(prog, cfg)
+    try:
+        check_devices(devices)
+    except UsageError as e:
+        raise places.error(e.diagnostics[0].message, "devices", cli=UsageError) from None
+    n, b = len(devices), cfg.batch
+    if b % n:
+        lower, upper = b - b % n, b - b % n + n
+        what = "batch" if places.span("batch") is not None else "--batch"
+        choice = f"{lower} or {upper}" if lower else f"{upper}"
+        raise places.error(
+            f"{what} {b} does not divide across {n} devices ({', '.join(devices)}): each device takes an equal share of every batch;"
+            f" use a multiple of {n} ({choice})",
+            "batch",
+            "devices",
+            cli=UsageError,
+        )
 
 
 # ---- dlspec train -----------------------------------------------------------------------------------
@@ -455,6 +513,7 @@ def train_command(args, prog, cfg, run_dir: Path | None = None, resume: bool = F
             from .backends.tinygrad import check_device
 
             check_device(cfg.device)  # a bad --device fails before a run directory is made
+        check_placement(prog, cfg)  # so do bad --devices and a batch they cannot share
         run_dir = start_run_dir(Path(args.out), cfg.model, args.file, cfg.model_dump_json(indent=2))
     quiet = args.quiet or args.json or not sys.stderr.isatty()
     ui = QuietUI() if quiet else RichUI()
@@ -477,7 +536,7 @@ def train_command(args, prog, cfg, run_dir: Path | None = None, resume: bool = F
 def resume_command(args, run_dir: Path, overrides: dict[str, Any]) -> int:
     """``dlspec train --resume DIR`` of any objective's run."""
     from . import load
-    from .train import RunConfig, check_resume_overrides, start_over
+    from .train import RunConfig, check_resume_overrides, resume_placement, start_over
 
     fresh = start_over(run_dir)  # no checkpoint yet: the run trains from its start, in this directory
     try:
@@ -503,10 +562,14 @@ def resume_command(args, run_dir: Path, overrides: dict[str, Any]) -> int:
             overrides = {**overrides, "episodes": episodes}
     elif episodes is not None:
         raise UsageError(f"--episodes applies to 'train dqn' only; 'train {cfg.kind}' trains for --epochs")
+    overrides = resume_placement(cfg, overrides)  # --device/--devices: the run goes on there
     try:
         cfg = type(cfg)(**{**cfg.model_dump(), **overrides})
     except Exception as e:  # noqa: BLE001 - pydantic names the field
-        raise UsageError(f"bad --epochs/--device: {e}") from None
+        raise UsageError(f"bad --epochs/--device/--devices: {e}") from None
     prog = load(run_dir / "spec.dl", name=str(run_dir / "spec.dl"))
+    if getattr(cfg, "params", None):  # a sweep trial's model parameters
+        prog = prog.bind(cfg.params)
+    check_placement(prog, cfg)  # bad --devices are refused before the run's config records them
     atomic_write_text(run_dir / "config.json", cfg.model_dump_json(indent=2))
     return train_command(args, prog, cfg, run_dir=run_dir, resume=not fresh)

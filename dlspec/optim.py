@@ -32,6 +32,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 from tinygrad import Tensor, dtypes
 from tinygrad.nn.optim import Optimizer, OptimizerGroup
 
@@ -61,8 +62,11 @@ BUFFER_KEYS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def _state(shape: tuple[int, ...], value: float, device: Any) -> Tensor:
-    """A realized float32 state buffer (not a parameter) filled with ``value``."""
-    return Tensor.full(shape, value, dtype=dtypes.float32, device=device).contiguous().is_param_(False).realize()
+    """A realized float32 state buffer (not a parameter) filled with ``value``: copied in from the
+    host on one device (no fill kernel to generate, which a process's first step would wait for)."""
+    if isinstance(device, tuple):
+        return Tensor.full(shape, value, dtype=dtypes.float32, device=device).contiguous().is_param_(False).realize()
+    return Tensor(np.full(shape, value, dtype=np.float32), device=device).is_param_(False).realize()
 
 
 def clip_grad_norm(grads: list[Tensor], max_norm: float, norm_type: float = 2.0) -> list[Tensor]:

@@ -203,7 +203,7 @@ METRICS: Registry[Entry] = Registry(
 # ---- objectives ----------------------------------------------------------------------------------
 
 #: the settings every data-driven objective takes
-_COMMON = ("data", "loss", "optimizer", "batch", "epochs", "steps", "seed", "device", "weight_decay", "clip")
+_COMMON = ("data", "loss", "optimizer", "batch", "epochs", "steps", "seed", "device", "devices", "sync_bn", "weight_decay", "clip")
 
 OBJECTIVES: Registry[ObjectiveEntry] = Registry(
     "objective",
@@ -240,7 +240,7 @@ OBJECTIVES: Registry[ObjectiveEntry] = Registry(
             "dqn",
             "deep Q-learning in an environment: experience replay, a target network, ε-greedy exploration",
             losses=("huber", "mse"),
-            settings=("loss", "optimizer", "batch", "steps", "seed", "device", "weight_decay", "clip")
+            settings=("loss", "optimizer", "batch", "steps", "seed", "device", "devices", "sync_bn", "weight_decay", "clip")
             + ("env", "gamma", "buffer", "target_update", "epsilon", "episodes", "warmup"),
             runner="dlspec.objectives.dqn:DQNRun",
         ),

@@ -34,8 +34,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 100_003 + epoch) & 0xFFFFFFFF
 
 
-def reseed(device: str, seed: int) -> None:
-    """Reseed tinygrad's random stream on ``device`` to ``seed``, in place.
+def reseed(device: str | tuple[str, ...], seed: int) -> None:
+    """Reseed tinygrad's random stream on ``device`` to ``seed``, in place (on several devices, a
+    tuple: each one's stream, in order — a data-parallel net draws on each device separately).
 
     ``Tensor.manual_seed`` would make new seed/counter buffers, but a TinyJit-captured step keeps
     drawing from the buffers it captured; so the stream's buffers are created once and overwritten
@@ -43,6 +44,10 @@ def reseed(device: str, seed: int) -> None:
     a resumed one alike, jitted or not."""
     from tinygrad import Tensor, dtypes
 
+    if isinstance(device, tuple):
+        for d in device:
+            reseed(d, seed)
+        return
     if device not in Tensor._device_seeds:
         Tensor._next_counter(device, 0)
     s, n = Tensor._device_seeds[device], Tensor._device_rng_counters[device]

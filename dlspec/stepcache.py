@@ -442,6 +442,8 @@ def cached_step(trainer: Any, kind: str, make: Callable[[], Any]) -> Any:
     with ``step_cache = False`` (``dlspec tune``) or ``DLSPEC_STEPCACHE=0`` gets ``make()`` itself."""
     if not enabled() or not getattr(trainer, "step_cache", True):
         return make()
+    if isinstance(getattr(getattr(trainer, "net", None), "device", None), tuple):  # data parallel: not cached (see above)
+        return make()
     cache = getattr(trainer, "_step_cache", None)
     if cache is None:
         cache = trainer._step_cache = StepCache(trainer, log=getattr(trainer, "log", None))
@@ -539,6 +541,15 @@ def cache_command(args: Any) -> int:
             except OSError as e:
                 _warn(f"{p}: cannot remove: {e.strerror or e}")
         print(f"removed {removed} compiled step{'s' * (removed != 1)} from {root}")
+        from .backends.tinygrad.devicepick import cache_path as device_file
+
+        try:
+            device_file().unlink()
+            print(f"removed {device_file()} (tinygrad's default device, probed again by the next run)")
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            _warn(f"{device_file()}: cannot remove: {e.strerror or e}")
         print("(tinygrad's kernel cache and the tuned-kernels index are kept: remove ~/.cache/tinygrad to drop compiled kernels)")
         return 0
     total = sum(s for _, _, s in found)
@@ -557,4 +568,8 @@ def cache_command(args: Any) -> int:
         )
     tuned = read_index()
     print(f"tuned kernels: {index_path()} ({len(tuned)} entr{'ies' if len(tuned) != 1 else 'y'})")
+    from .backends.tinygrad.devicepick import remembered
+
+    known = remembered()
+    print(f"default device: {known} (remembered for this machine)" if known else "default device: not remembered (probed by the next run)")
     return 0

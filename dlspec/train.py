@@ -64,8 +64,15 @@ class RunConfig(BaseModel):
     val_split: float = Field(0.1, ge=0, lt=1)
     augment: bool = False
     device: str | None = None
+    #: data parallel on these devices (each batch split across them); ``None``: one device
+    devices: list[str] | None = None
+    #: batch norm with the statistics of the whole batch across the devices (else each device's own)
+    sync_bn: bool = False
     limit: int | None = Field(None, ge=1)
     max_steps: int | None = Field(None, ge=1)
+    #: model and block parameters bound for this run (``{"DEF.NAME": value}``, :meth:`dlspec.api.Program.bind`):
+    #: a ``dlspec sweep`` trial's; ``--resume`` and ``dlspec eval`` bind them again
+    params: dict[str, Any] = {}
 
 
 #: the configuration fields an optimizer is made from
@@ -81,6 +88,7 @@ OVERRIDES = (
     "optimizer",
     "seed",
     "device",
+    "devices",
     "schedule",
     "weight_decay",
     "val_split",
@@ -119,7 +127,7 @@ def resolve(prog, spec_path: str, model: str | None, overrides: dict[str, Any], 
             cfg.update(optimizer_setting(s["optimizer"]))
         if "schedule" in s:
             cfg["schedule"], cfg["schedule_options"] = s["schedule"].value, dict(s["schedule"].options)
-        for key in ("weight_decay", "l2", "batch", "epochs", "seed", "device", "steps"):
+        for key in ("weight_decay", "l2", "batch", "epochs", "seed", "device", "steps", "sync_bn"):
             if key in s:
                 cfg["max_steps" if key == "steps" else key] = s[key].value
         if "clip" in s:  # `clip 1.0 norm 2`: max norm 1.0 of the L2 norm, as clip_grad_norm_(max_norm, norm_type)
@@ -136,6 +144,7 @@ def resolve(prog, spec_path: str, model: str | None, overrides: dict[str, Any], 
             if key in ("data", "optimizer", "schedule", "loss") and value != cfg.get(key, RunConfig.model_fields[key].default):
                 cfg[f"{key}_options"] = {}
             cfg[key] = value
+    cfg.update(section_placement(section.settings if section is not None else {}, overrides))
     if cfg.get("kind", "classifier") != "classifier":
         raise UsageError(f"'train {cfg['kind']}' objectives are not supported by 'dlspec train' yet; it trains classifiers")
     try:
@@ -150,6 +159,51 @@ def resolve(prog, spec_path: str, model: str | None, overrides: dict[str, Any], 
                 [Diagnostic(_pydantic_message(err), setting_span(section, f)) for f, err in zip(fields, errors())]
             ) from None  # the spec's values: at their lines
         raise UsageError(f"bad training configuration: {_pydantic_message(e)}") from None
+
+
+def placement(device: str | None, devices: list[str] | int | None) -> dict[str, Any]:
+    """The ``device`` and ``devices`` configuration fields of a run on ``device`` or on ``devices``:
+    device names, or a count N — the first N devices of ``device``'s kind (``--device CUDA --devices 2``:
+    ``CUDA:0``, ``CUDA:1``), of tinygrad's default device without one. Names are checked when
+    training starts (:func:`dlspec.backends.tinygrad.check_devices`); one device is no split."""
+    if devices is None:
+        return {"device": device, "devices": None}
+    if isinstance(devices, int):
+        if devices < 1:
+            raise UsageError(f"--devices needs at least one device, got {devices}")
+        if device is None:
+            from tinygrad import Device
+
+            try:
+                device = Device.DEFAULT
+            except Exception:  # noqa: BLE001 - no device at all: the check at start says so
+                device = "CPU"
+        kind, _, index = device.partition(":")
+        if index:
+            raise UsageError(f"--devices {devices} takes the first {devices} devices of a kind: give --device {kind}, not {device}")
+        names = [f"{kind}:{i}" for i in range(devices)]
+    else:
+        if device is not None:
+            raise UsageError(
+                f"give --device or --devices, not both (--device {device} --devices {','.join(devices)}); "
+                f"--devices N with --device KIND trains on the first N devices of that kind"
+            )
+        names = list(devices)
+    return {"device": names[0], "devices": None} if len(names) == 1 else {"device": None, "devices": names}
+
+
+def section_placement(settings: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``device``/``devices`` from the spec's ``device``/``devices`` settings, unless the command line
+    gives ``--device`` or ``--devices`` (then those: ``--devices N`` alone counts devices of the spec's
+    device kind). See :func:`placement`."""
+    spec_device = settings["device"].value if "device" in settings else None
+    spec_devices: Any = settings["devices"].value if "devices" in settings else None
+    if isinstance(spec_devices, tuple):
+        spec_devices = spec_devices[0] if len(spec_devices) == 1 and isinstance(spec_devices[0], int) else list(spec_devices)
+    device, devices = overrides.get("device"), overrides.get("devices")
+    if device is None and devices is None:
+        return placement(spec_device, spec_devices)
+    return placement(device if device is not None or not isinstance(devices, int) else spec_device, devices)
 
 
 def data_setting(setting, fields: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -444,7 +498,7 @@ def write_plot(path: Path, history: list[dict]) -> None:
 
 
 #: what `--resume` may change: the rest continues as configured
-RESUME_OVERRIDES = frozenset({"epochs", "device"})
+RESUME_OVERRIDES = frozenset({"epochs", "device", "devices"})
 
 
 def check_resume_overrides(overrides: dict[str, Any]) -> None:
@@ -452,6 +506,16 @@ def check_resume_overrides(overrides: dict[str, Any]) -> None:
     extra = set(overrides) - RESUME_OVERRIDES
     if extra:
         raise UsageError(
-            "--resume continues a run as configured; only --epochs and --device may change "
+            "--resume continues a run as configured; only --epochs, --device and --devices may change "
             f"(got {', '.join('--' + e.replace('_', '-') for e in sorted(extra))})"
         )
+
+
+def resume_placement(cfg: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` of a resumed run with ``--device``/``--devices`` turned into its ``device`` and
+    ``devices`` fields (without either, the run keeps the devices it was trained on)."""
+    device, devices = overrides.get("device"), overrides.get("devices")
+    if device is None and devices is None:
+        return overrides
+    base = device if device is not None or not isinstance(devices, int) else cfg.device
+    return {**{k: v for k, v in overrides.items() if k not in ("device", "devices")}, **placement(base, devices)}

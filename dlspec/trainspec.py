@@ -36,6 +36,8 @@ SETTINGS: dict[str, tuple[Any, tuple[str, ...] | None, dict[str, Any]]] = {
     "seed": (int, None, {}),
     "metrics": (tuple, METRICS.names(), {}),
     "device": (str, None, {}),
+    "devices": (tuple, None, {}),
+    "sync_bn": (bool, None, {}),
     "noise": (float, None, {"dim": int}),
     "latent": (int, None, {}),
     "label_smoothing": (float, None, {}),
@@ -171,6 +173,26 @@ def validate(train: A.Train, models: dict[str, Span], evaluate) -> tuple[TrainSp
             diags.append(Diagnostic(f"'{s.key}' is set twice", s.span, notes=[Note("first set here", settings[s.key].span)]))
             continue
         settings[s.key] = s
+    devices = settings.get("devices")
+    if devices is not None and "device" in settings:
+        count = len(devices.value) == 1 and isinstance(devices.value[0], int)
+        device = str(settings["device"].value)
+        if not count:
+            diags.append(
+                Diagnostic(
+                    "'devices' names the devices itself: set 'device' or 'devices', not both",
+                    devices.span,
+                    notes=[Note("'device' set here", settings["device"].span)],
+                    help=f"or a count with a device kind: 'devices {len(devices.value)}' with 'device {device.partition(':')[0]}' trains on the first {len(devices.value)} devices of that kind",
+                )
+            )
+        elif ":" in device:
+            diags.append(
+                Diagnostic(
+                    f"'devices {devices.value[0]}' trains on the first {devices.value[0]} devices of one kind: give 'device' a kind ('{device.partition(':')[0]}'), not '{device}'",
+                    settings["device"].span,
+                )
+            )
     if diags:
         return None, diags
     return TrainSpec(kind=kind, models=named, settings=settings, span=train.span), []
@@ -206,6 +228,8 @@ def _setting(st: A.Stmt, evaluate) -> Setting:
             if choices and w not in choices:
                 raise _Bad(NAMED[key].unknown(str(w)), v.span, help="one of " + ", ".join(choices))
             words.append(w)
+        if key == "devices":
+            _check_devices(vals, words)
         return Setting(key=key, value=tuple(words), span=st.span)
     value = _word(first, evaluate) if typ is str else _num(first, evaluate, typ, key)
     if choices and value not in choices:
@@ -231,6 +255,22 @@ def _setting(st: A.Stmt, evaluate) -> Setting:
         names = [n for e in DATASETS.values() for n in (e.name, *e.aliases)]
         raise _Bad(f"unknown data set '{value}'{suggest(str(value).lower(), names)}", first.span, help="data sets: " + DATASETS.help())
     return Setting(key=key, value=value, options=options, span=st.span)
+
+
+def _check_devices(exprs: list[A.Expr], words: list[Any]) -> None:
+    """``devices "CUDA:0", "CUDA:1"`` (names) or ``devices 2`` (a count); the names themselves are
+    checked when training starts, on the machine that trains."""
+    if len(words) == 1 and isinstance(words[0], int) and not isinstance(words[0], bool):
+        if words[0] < 1:
+            raise _Bad(f"'devices' must be positive, got {words[0]}", exprs[0].span)
+        return
+    for e, w in zip(exprs, words):
+        if not isinstance(w, str):
+            raise _Bad(
+                f"'devices' takes device names or one count, got {_shown(w)}",
+                e.span,
+                help='devices "CUDA:0", "CUDA:1" (names as strings), or devices 2',
+            )
 
 
 def _word(e: A.Expr, evaluate) -> Any:

@@ -205,7 +205,7 @@ CASES = {
     ),
     "train_unknown_setting": (
         "model M {\n  input x: [3]\n}\ntrain M {\n  dat mnist\n}\n",
-        "t.dl:5:3: error: unknown train setting 'dat' — did you mean 'data'?\n  |\n5 |   dat mnist\n  |   ^~~\nhelp: settings: data, loss, optimizer, schedule, weight_decay, l2, clip, batch, epochs, steps, seed, metrics, device, noise, latent, label_smoothing, env, gamma, buffer, target_update, epsilon, episodes, warmup, beta, d_optimizer, g_optimizer",
+        "t.dl:5:3: error: unknown train setting 'dat' — did you mean 'data'?\n  |\n5 |   dat mnist\n  |   ^~~\nhelp: settings: data, loss, optimizer, schedule, weight_decay, l2, clip, batch, epochs, steps, seed, metrics, device, devices, sync_bn, noise, latent, label_smoothing, env, gamma, buffer, target_update, epsilon, episodes, warmup, beta, d_optimizer, g_optimizer",
     ),
     "train_unknown_optimizer_option": (
         "model M {\n  input x: [3]\n}\ntrain M {\n  optimizer sgd lr 0.1 momentun 0.9\n}\n",

@@ -170,8 +170,12 @@ def test_cache_info_and_clear(tmp_path, env):
     assert r.returncode == 0, r.stderr
     n = len(list((tmp_path / "cache" / "dlspec" / "steps").glob("*.step")))
     assert f"{n} entries" in r.stdout and "train Small [32x1x28x28 32] on CPU" in r.stdout and "bound buffers" in r.stdout
+    device_known = "DEV" not in os.environ  # a set DEV is used as it is: nothing to remember
+    assert ("default device: CPU (remembered for this machine)" in r.stdout) == device_known, r.stdout
     r = run_dlspec("cache", "clear", env=env)
     assert r.returncode == 0 and f"removed {n} compiled steps" in r.stdout
-    assert "0 entries" in run_dlspec("cache", "info", env=env).stdout
+    assert ("device.json" in r.stdout) == device_known
+    info = run_dlspec("cache", "info", env=env).stdout
+    assert "0 entries" in info and "default device: not remembered" in info
     r = run_dlspec("cache", "wipe", env=env)
     assert r.returncode == 2 and "invalid choice" in r.stderr

@@ -250,7 +250,7 @@ def test_resume_corrupt_checkpoint(base, tmp_path, damage):
 
 def test_resume_rejects_other_overrides(base):
     code, _, err = run_main("train", "--resume", str(base[0]), "--lr", "0.1", "--batch", "10")
-    assert code == 2 and "only --epochs and --device" in err and "--batch, --lr" in err
+    assert code == 2 and "only --epochs, --device and --devices" in err and "--batch, --lr" in err
     code, _, err = run_main("train", "--resume", str(base[0]), "--epochs", "0")
     assert code == 2 and "epochs" in err
     code, _, err = run_main("train", "--resume", str(base[0].parent / "nope"))

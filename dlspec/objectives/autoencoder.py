@@ -29,15 +29,17 @@ class AutoencoderRun(EpochRun):
     curves = ("train_loss", "test_loss", "test_mse")
 
     def setup(self) -> None:
+        from ..backends.tinygrad import describe_device
+
         c = self.cfg
-        self.net = self.prog.build(c.model, device=c.device, seed=c.seed)
+        self.net = self.build_net(c.model, c.seed)
         self.device = self.net.device
         self.shape = self.fit_shape(self.net)
         self.opt = self.optimizer(self.net.parameters(), c.optimizer, c.lr, c.optimizer_options)
         self._step = self._eval = None
         self.range = output_range(self.net.graph, self._recon_node())
         self.log(
-            f"device {self.device}; {c.model}: {self.net.num_params()[0]:,} params; data {c.data}: {len(self.train_data):,} train, {len(self.test_data):,} test"
+            f"device {describe_device(self.device)}; {c.model}: {self.net.num_params()[0]:,} params; data {c.data}: {len(self.train_data):,} train, {len(self.test_data):,} test"
         )
 
     def _recon_node(self) -> str:
@@ -56,7 +58,7 @@ class AutoencoderRun(EpochRun):
         def step(x: Tensor):
             with Context(TRAINING=1):
                 opt.zero_grad()
-                inp = x + c.noise * Tensor.randn(*x.shape, device=x.device) if c.noise else x
+                inp = x + c.noise * x.randn_like() if c.noise else x  # drawn on each device for its share of x
                 out = net(inp, train=True)
                 loss = reconstruction(c.loss, out, x)
                 loss.backward()
@@ -166,7 +168,7 @@ class VAERun(AutoencoderRun):
 
         def step(x: Tensor):
             _, mu, logvar = self._outs(net(x, train=False))
-            z = mu + (logvar * 0.5).exp() * Tensor.randn(*mu.shape, device=mu.device)
+            z = mu + (logvar * 0.5).exp() * mu.randn_like()
             rec, kl = vae_terms(c.loss, decode(net, z), x, mu, logvar)
             return (rec + c.beta * kl).realize(), rec.realize(), kl.realize()
 

@@ -64,9 +64,14 @@ class Classifier(Objective):
         self.mean, self.std = mean, std
         self.train_data, self.val_data, self.test_data = train, val, test
         has_bn = any(n.op == "batchnorm" for n in self.prog.ir(c.model).nodes)
-        self.loader = data.Loader(train, c.batch, c.seed, shuffle=True, augment=c.augment, mean=mean, std=std, drop_single=has_bn)
+        # on several devices a last, partial batch is cut to a multiple of their number (a batch splits only
+        # evenly); evaluation keeps the few left over as a batch of their own, computed whole on each device
+        split = len(c.devices) if c.devices else 1
+        self.loader = data.Loader(
+            train, c.batch, c.seed, shuffle=True, augment=c.augment, mean=mean, std=std, drop_single=has_bn, multiple=split
+        )
         self.eval_loaders = {
-            name: data.Loader(ds, c.batch, c.seed, shuffle=False, augment=False, mean=mean, std=std)
+            name: data.Loader(ds, c.batch, c.seed, shuffle=False, augment=False, mean=mean, std=std, multiple=split, keep_rest=True)
             for name, ds in (("val", val), ("test", test))
             if ds is not None
         }
@@ -76,7 +81,7 @@ class Classifier(Objective):
         from .. import optim, schedules
 
         c = self.cfg
-        self.net = self.prog.build(c.model, device=c.device, seed=c.seed)
+        self.net = self.build_net(c.model, c.seed)
         self._fit_input()
         params = self.net.parameters()
         try:
@@ -91,7 +96,7 @@ class Classifier(Objective):
             raise self.places.error(f"schedule {c.schedule}: {e}", "schedule", "schedule_options", "lr", "epochs") from None
         self.steps: dict[tuple, Any] = {}
         self.evals: dict[tuple, Any] = {}
-        if self.tuned_kernels:  # kernels tuned by `dlspec tune`: the steps use them, and the log says so
+        if self.tuned_kernels and not c.devices:  # kernels tuned by `dlspec tune` (on one device): the steps use them, and the log says so
             from ..tuning import use_tuned
 
             use_tuned(self)
@@ -138,7 +143,10 @@ class Classifier(Objective):
 
         xb = xb.reshape(xb.shape[0], *self.reshape)
         if xb.dtype != np.float32:  # token ids and other inputs: a tensor of their own dtype
-            x = Tensor(xb, device=self.net.device)
+            from ..backends.tinygrad import place
+
+            dev = self.net.device
+            x = place(Tensor(xb, device=dev[0] if isinstance(dev, tuple) else dev), dev)
         else:
             x = self._staged("x", xb, dtypes.float32)
         return x, self._staged("y", yb.astype("int32"), dtypes.int32)
@@ -263,11 +271,13 @@ class Classifier(Objective):
         return self.cfg.data, data_digest(self.train_data, self.val_data, self.test_data)
 
     def setup(self) -> None:
+        from ..backends.tinygrad import describe_device
+
         c = self.cfg
         self.build()
         self.device = self.net.device
         self.log(
-            f"device {self.net.device}; {c.model}: {self.net.num_params()[0]:,} params; data {c.data}: "
+            f"device {describe_device(self.net.device)}; {c.model}: {self.net.num_params()[0]:,} params; data {c.data}: "
             f"{len(self.train_data):,} train, {len(self.val_data) if self.val_data else 0:,} val, {len(self.test_data):,} test"
         )
 

@@ -21,29 +21,51 @@ class Staging:
     """A realized device tensor that host arrays are written into in place — zero-copy where the
     device allows it (CPU) — so a TinyJit step takes new data each call without building a tensor
     (on CPU, ``Tensor(array)`` costs milliseconds, the write microseconds). Elsewhere ``set`` makes a
-    new realized tensor of the same shape, which TinyJit accepts just as well."""
+    new realized tensor of the same shape, which TinyJit accepts just as well.
 
-    def __init__(self, shape: tuple[int, ...], dtype: Any = None, device: str | None = None):
+    On several devices (``device`` a tuple: a data-parallel net's) the tensor is split across them
+    on its first axis, an equal share each (:func:`dlspec.backends.tinygrad.place`; a batch that does
+    not divide is copied whole to each), and each device's share is written into its own buffer."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any = None, device: str | tuple[str, ...] | None = None):
         from tinygrad import Tensor, dtypes
 
         self.shape, self.dtype, self.device = tuple(shape), dtype or dtypes.float32, device
         self.np_dtype = np.int32 if self.dtype == dtypes.int32 else np.float32
-        self.t = Tensor.zeros(*self.shape, dtype=self.dtype, device=device).contiguous().realize()
-        self.view = None
+        self.split: int | None = None  # several devices: how many (each holds 1/split of the rows, or all of them)
+        if isinstance(device, tuple):
+            from ..backends.tinygrad import place
+
+            t = place(Tensor.zeros(*self.shape, dtype=self.dtype, device=device[0]).contiguous(), device)
+            self.t = t.contiguous().realize()
+            self.split = len(device) if self.t.uop.axis == 0 else 1
+        else:
+            self.t = Tensor.zeros(*self.shape, dtype=self.dtype, device=device).contiguous().realize()
+        self.views: list[np.ndarray] | None = None  # one per device buffer
         try:
-            mv = self.t.uop.base.realized.as_memoryview(force_zero_copy=True)
-            view = np.frombuffer(mv, dtype=self.np_dtype).reshape(self.shape)
-            view[...] = 0
-            self.view = view
+            base = self.t.uop.base
+            buffers = list(base.buffer.bufs) if self.split else [base.realized]
+            share = (self.shape[0] // (self.split or 1), *self.shape[1:]) if self.shape else ()
+            views = [np.frombuffer(b.as_memoryview(force_zero_copy=True), dtype=self.np_dtype).reshape(share) for b in buffers]
+            for v in views:
+                v[...] = 0
+            self.views = views
         except Exception:  # noqa: BLE001 - no zero-copy view on this device: copy instead
-            self.view = None
+            self.views = None
 
     def set(self, a: np.ndarray):
         from tinygrad import Tensor
 
         a = np.asarray(a, dtype=self.np_dtype).reshape(self.shape)
-        if self.view is not None:
-            self.view[...] = a
+        if self.views is not None:
+            parts = np.split(a, self.split) if self.split and self.split > 1 else [a] * len(self.views)
+            for view, part in zip(self.views, parts):
+                view[...] = part
+            return self.t
+        if isinstance(self.device, tuple):
+            from ..backends.tinygrad import place
+
+            self.t = place(Tensor(np.ascontiguousarray(a), dtype=self.dtype, device=self.device[0]), self.device).realize()
             return self.t
         self.t = Tensor(np.ascontiguousarray(a), dtype=self.dtype, device=self.device).realize()
         return self.t
@@ -261,6 +283,8 @@ def save_checkpoint(path: Path, parts: dict[str, Any], meta: dict[str, Any], arr
         else:
             sd.update(optimizer_state(obj, prefix=f"{prefix}."))
     device = next(iter(sd.values())).device if sd else None
+    if isinstance(device, tuple):  # a data-parallel run: host arrays need only be on one device to be saved
+        device = device[0]
     for k, a in (arrays or {}).items():
         sd[k] = Tensor(np.ascontiguousarray(a), device=device)
     text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}

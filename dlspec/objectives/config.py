@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import Diagnostic, Note, UsageError
 from ..registry import OBJECTIVES
-from ..train import TrainError, data_setting, optimizer_setting
+from ..train import TrainError, data_setting, optimizer_setting, section_placement
 
 #: settings each objective takes (beyond these, a setting is an error at its span): :data:`dlspec.registry.OBJECTIVES`
 ALLOWED: dict[str, tuple[str, ...]] = {name: e.settings for name, e in OBJECTIVES.items() if e.settings is not None}
@@ -52,6 +52,8 @@ class ObjectiveConfig(BaseModel):
     max_steps: int | None = None
     seed: int = 0
     device: str | None = None
+    devices: list[str] | None = None  # data parallel on these (each batch split across them)
+    sync_bn: bool = False  # batch norm with the whole batch's statistics across the devices
     # autoencoder: σ of the Gaussian input noise (denoising); gan: σ of z
     noise: float = 0.0
     noise_dim: int | None = None
@@ -124,7 +126,7 @@ def resolve(prog, spec_path: str, section, overrides: dict[str, Any]) -> Objecti
         key = f"{r}_optimizer"
         if key in s:
             cfg.update(optimizer_setting(s[key], prefix=f"{r}_"))
-    for key in ("batch", "epochs", "seed", "device", "weight_decay", "latent", "beta", "label_smoothing"):
+    for key in ("batch", "epochs", "seed", "device", "weight_decay", "latent", "beta", "label_smoothing", "sync_bn"):
         if key in s:
             cfg[key] = s[key].value
     for key in ("gamma", "buffer", "target_update", "episodes", "warmup", "env"):
@@ -171,6 +173,7 @@ def resolve(prog, spec_path: str, section, overrides: dict[str, Any]) -> Objecti
                     cfg[f"{r}_lr"] = value
                 else:
                     cfg[f"{r}_optimizer"], cfg[f"{r}_optimizer_options"] = value, {}
+    cfg.update(section_placement(s, overrides))
     try:
         out = ObjectiveConfig(**cfg)
     except Exception as e:  # noqa: BLE001 - pydantic's message names the field

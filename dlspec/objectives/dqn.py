@@ -121,13 +121,14 @@ class QLearner:
         optimizer_options: dict | None = None,
         weight_decay: float = 0.0,
         clip: float | None = None,
-        device: str | None = None,
+        device: str | tuple[str, ...] | None = None,
         seed: int = 0,
+        sync_bn: bool = False,
     ):
         from .. import optim
 
-        self.q = prog.build(model, device=device, seed=seed)
-        self.target = prog.build(model, device=device, seed=seed)
+        self.q = prog.build(model, device=device, seed=seed, sync_bn=sync_bn)  # several devices: each minibatch split across them
+        self.target = prog.build(model, device=device, seed=seed, sync_bn=sync_bn)
         copy_weights(self.target, self.q)
         self.device = self.q.device
         t_in = self.q.shapes.types[self.q.input_names[0]]
@@ -230,6 +231,8 @@ class DQNRun(Objective):
     def setup(self) -> None:
         from tinygrad import Tensor
 
+        from ..backends.tinygrad import describe_device
+
         c = self.cfg
         self.env_id = ENVS[c.env][0]
         self.env, self.eval_env = self.gym.make(self.env_id), self.gym.make(self.env_id)
@@ -247,8 +250,9 @@ class DQNRun(Objective):
                 optimizer_options=c.optimizer_options,
                 weight_decay=c.weight_decay,
                 clip=c.clip,
-                device=c.device,
+                device=self.placement,
                 seed=c.seed,
+                sync_bn=c.sync_bn,
             )
         except (ValueError, TypeError) as e:
             from ..train import OPTIMIZER_FIELDS
@@ -256,7 +260,7 @@ class DQNRun(Objective):
             raise self.places.error(f"optimizer {c.optimizer}: {e}", *OPTIMIZER_FIELDS) from None
         self.device = a.device
         self.log(
-            f"device {a.device}; {c.model}: {a.q.num_params()[0]:,} params; env {self.env_id}; {c.episodes} episodes, buffer {c.buffer}, batch {c.batch}, "
+            f"device {describe_device(a.device)}; {c.model}: {a.q.num_params()[0]:,} params; env {self.env_id}; {c.episodes} episodes, buffer {c.buffer}, batch {c.batch}, "
             f"γ {c.gamma}, target every {c.target_update} updates, ε {c.epsilon}→{c.epsilon_end} over {c.epsilon_decay} steps, warm-up {c.warmup} steps"
         )
         # exploration and minibatches: one generator for the whole run, its state in every checkpoint

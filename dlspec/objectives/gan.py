@@ -33,9 +33,11 @@ class GANRun(EpochRun):
     def setup(self) -> None:
         from tinygrad import Tensor
 
+        from ..backends.tinygrad import describe_device
+
         c = self.cfg
-        self.G = self.prog.build(c.models["generator"], device=c.device, seed=c.seed)
-        self.D = self.prog.build(c.models["discriminator"], device=c.device, seed=c.seed + 1)
+        self.G = self.build_net(c.models["generator"], c.seed)
+        self.D = self.build_net(c.models["discriminator"], c.seed + 1)
         self.device = self.G.device
         self.shape = self.fit_shape(self.D, "input (the discriminator's)")
         self.zdim = int(self.G.shapes.types[self.G.input_names[0]].sample[0])
@@ -48,7 +50,7 @@ class GANRun(EpochRun):
         self.fixed_z = Tensor(self.noise(np.random.default_rng([c.seed, 0xF1C5ED]), 64), device=self.device).realize()
         self._d = self._g = self._eval = None
         self.log(
-            f"device {self.device}; generator {c.models['generator']}: {self.G.num_params()[0]:,} params, "
+            f"device {describe_device(self.device)}; generator {c.models['generator']}: {self.G.num_params()[0]:,} params, "
             f"discriminator {c.models['discriminator']}: {self.D.num_params()[0]:,} params; z [{self.zdim}] σ {c.noise}; "
             f"data {c.data}: {len(self.train_data):,} train, {len(self.test_data):,} test"
         )

@@ -49,11 +49,21 @@ def buffer(t: Tensor) -> Tensor:
 
 class Lowering:
     """What a lowering in :data:`~dlspec.backends.tinygrad.layers.TRANSFORMS` may use: the graph,
-    the static types and windows, the node's initial tensors, the layers built so far."""
+    the static types and windows, the node's initial tensors, the layers built so far, the device
+    (or devices: a tuple) the net runs on, and whether batch norm syncs its statistics across them."""
 
-    def __init__(self, graph: Graph, shapes: Shapes, init: dict[str, np.ndarray] | None):
+    def __init__(
+        self,
+        graph: Graph,
+        shapes: Shapes,
+        init: dict[str, np.ndarray] | None,
+        device: str | tuple[str, ...] | None = None,
+        sync_bn: bool = False,
+    ):
         self.graph = graph
         self.shapes = shapes
+        self.device = device
+        self.sync_bn = sync_bn
         self.index = {n.path: n for n in graph.nodes}
         self.layers: dict[str, Any] = {}
         self.entries = state.entries(graph, shapes)
@@ -122,7 +132,10 @@ class Net:
         return self._meta.value["shapes"]
 
     @property
-    def device(self) -> str:
+    def device(self) -> str | tuple[str, ...]:
+        """The device the net runs on; a tuple when it runs data parallel on several (as
+        tinygrad's ``Tensor.device`` of a sharded tensor): every weight on each of them, each batch
+        split across them on its first axis (:func:`place`)."""
         return self._meta.value["device"]
 
     @property
@@ -219,9 +232,7 @@ class Net:
                 )
             elif not want.is_float() and dtypes.is_float(t.dtype):
                 raise UsageError(f"input '{name}' takes integer ids ({want.dtype}), got a {t.dtype.name} tensor; cast it: x.cast('int32')")
-            if self.device is not None and t.device != _canon(self.device):
-                t = t.to(self.device)
-            out[name] = t
+            out[name] = place(t, self.device)
         return out
 
     def compiled(self, train: bool | None = None):
@@ -295,7 +306,7 @@ class Net:
 
     def __repr__(self) -> str:
         p, b = self.num_params()
-        return f"<dlspec Net {self.graph.name}: {p:,} params, {b:,} buffers, device {self.device or Device.DEFAULT}>"
+        return f"<dlspec Net {self.graph.name}: {p:,} params, {b:,} buffers, device {describe_device(self.device)}>"
 
 
 def _buffers_of(tensors: list[Tensor]) -> tuple[int, ...]:
@@ -315,6 +326,48 @@ def _is_buffer(key: str) -> bool:
 
 def _canon(device: str) -> str:
     return Device.canonicalize(device)
+
+
+# ---- several devices (data parallel) ----------------------------------------------------------------
+
+
+def place(t: Tensor, device: str | tuple[str, ...] | None) -> Tensor:
+    """A batch tensor on a net's ``device``. On several devices (a tuple) it is split on its first
+    axis, an equal share each (tinygrad's ``shard``); a batch whose size does not divide by their
+    number is copied whole to each instead (each computes all of it: an evaluation's last few
+    samples), as tinygrad cannot split unevenly. A tensor already there is returned as it is."""
+    if device is None or t.device is None:  # tinygrad's own choice, or a constant (no buffer yet)
+        return t
+    if not isinstance(device, tuple):
+        return t if t.device == _canon(device) else t.to(device)
+    if t.device == device:
+        return t
+    if isinstance(t.device, tuple):
+        raise UsageError(f"a tensor on devices {', '.join(t.device)} cannot be moved to {', '.join(device)}; pass it on one device")
+    axis = 0 if t.ndim and t.shape[0] % len(device) == 0 else None
+    return t.shard(device, axis)
+
+
+def check_devices(devices: Any) -> tuple[str, ...]:
+    """The canonical names of the devices a net runs data parallel on (in the order given), or a
+    :class:`~dlspec.errors.UsageError` for one that is not available here or is listed twice."""
+    names = [str(d).strip() for d in devices]
+    if not names or any(not n for n in names):
+        raise UsageError(f"--devices needs device names separated by commas (CPU:0,CPU:1), got {','.join(names)!r}")
+    out: list[str] = []
+    for name in names:
+        canon = check_device(name)  # an unknown one: the error lists the available devices
+        if canon in out:
+            raise UsageError(f"device '{name}' is listed twice in the devices {', '.join(names)} (as {canon})")
+        out.append(canon)
+    return tuple(out)
+
+
+def describe_device(device: str | tuple[str, ...] | None) -> str:
+    """``CPU``, or ``CPU, CPU:1 (data parallel: each batch split in 2)`` for a log line."""
+    if isinstance(device, tuple):
+        return f"{', '.join(device)} (data parallel: each batch split in {len(device)})"
+    return str(device or Device.DEFAULT)
 
 
 @contextmanager
@@ -361,8 +414,10 @@ def check_device(device: str | None) -> str:
     if device is None:  # tinygrad's choice, or its DEV environment variable (which it does not check)
         import os
 
+        from .devicepick import default_device
+
         try:
-            device = Device.DEFAULT
+            device = default_device()
         except Exception:  # noqa: BLE001 - no device at all
             device = os.environ.get("DEV", "")
         what = f"tinygrad's device setting DEV={os.environ['DEV']!r}" if os.environ.get("DEV") else f"device '{device}'"
@@ -385,22 +440,45 @@ def available_devices() -> list[str]:
     return [d for d in found if d not in STORAGE_DEVICES] + ["NULL", "PYTHON"]
 
 
-def build(graph: Graph, shapes: Shapes, device: str | None = None, seed: int = 0, dtype: str = "float32") -> Net:
-    """Lower ``graph`` to a :class:`Net` with seeded PyTorch-default initialisation."""
+def build(
+    graph: Graph,
+    shapes: Shapes,
+    device: str | tuple[str, ...] | list[str] | None = None,
+    seed: int = 0,
+    dtype: str = "float32",
+    sync_bn: bool = False,
+) -> Net:
+    """Lower ``graph`` to a :class:`Net` with seeded PyTorch-default initialisation.
+
+    ``device`` may name several devices (a tuple or list): the net then runs data parallel, as
+    PyTorch's ``DataParallel`` — every weight and buffer copied to each device (tinygrad's ``shard_``
+    with no axis), each batch split across them on its first axis (:func:`place`), so tinygrad's
+    multi-device tensors sum the gradients and every device takes the same optimizer step. Batch
+    norm in training then normalises each device's share with that share's own statistics and
+    updates its running statistics from the first device's (as ``DataParallel`` does), or, with
+    ``sync_bn``, uses the statistics of the whole batch (as ``SyncBatchNorm``)."""
     if dtype not in ("float32", "float16", "bfloat16"):
         raise UsageError(f"dtype must be float32, float16 or bfloat16, got '{dtype}'")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UsageError(f"seed must be a whole number ≥ 0, got {seed!r}")
+    devices: tuple[str, ...] | None = None
+    if isinstance(device, (tuple, list)):
+        devices = check_devices(device)
+        device = devices[0]  # built there, then copied to the others
+        if len(devices) == 1:
+            devices = None
     dev = check_device(device)
     if dtype != "float32":
-        _check_dtype(dev, dtype)
-    net = Net(graph, shapes, dev, dtype)
+        for d in devices or (dev,):
+            _check_dtype(d, dtype)
+    net = Net(graph, shapes, devices or dev, dtype)
     with Context(DEV=dev) if device is not None else _null():
         Tensor.manual_seed(seed)  # dropout and sampling at run time
         try:
             # on the NULL device (shape and count checks of models too big to initialise here) no values are drawn
             null = (dev or Device.DEFAULT).split(":")[0] == "NULL"
-            low = Lowering(graph, shapes, None if null else state.initial(graph, shapes, seed))
+            init = None if null else state.initial(graph, shapes, seed)
+            low = Lowering(graph, shapes, init, device=devices or (dev if device is not None else None), sync_bn=sync_bn)
         except MemoryError:
             total = sum(c.params + c.buffers for c in shapes.costs.values())
             raise BackendError(
@@ -435,6 +513,9 @@ def build(graph: Graph, shapes: Shapes, device: str | None = None, seed: int = 0
             t.replace(t.to(dev))
         if dtype != "float32" and dtypes.is_float(t.dtype) and t.dtype != DTYPES[dtype]:
             t.replace(t.cast(DTYPES[dtype]))
+    if devices is not None:  # data parallel: a copy of every tensor on each device (tied ones once)
+        for t in {id(t): t for t in sd.values()}.values():
+            t.shard_(devices)
     if sd:
         try:
             Tensor.realize(*sd.values())

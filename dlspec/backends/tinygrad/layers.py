@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from tinygrad import Tensor, nn
+from tinygrad import Tensor, dtypes, nn
 from tinygrad.helpers import TRAINING
 
 from ... import ops
@@ -252,28 +252,63 @@ class PosEmbedLayer:
 class CountingBatchNorm(nn.BatchNorm):
     """tinygrad's BatchNorm rebinds ``num_batches_tracked`` (``+= 1``) instead of updating it in
     place, so a TinyJit-replayed training step never counted; this one assigns. It refuses a
-    training batch with one value per channel (the unbiased variance would divide by 0)."""
+    training batch with one value per channel (the unbiased variance would divide by 0).
 
-    def __init__(self, node, *args, **kwargs):
+    On a batch split across devices (a net built on several, :func:`dlspec.backends.tinygrad.build`)
+    tinygrad's BatchNorm reduces over the whole batch: the statistics of all devices together, as
+    PyTorch's ``SyncBatchNorm`` — what ``sync`` (``sync_bn true``) asks for. Without ``sync`` each
+    device's share is normalised with its own statistics, as PyTorch's ``DataParallel`` does, and
+    the running statistics are updated from the first device's share (``DataParallel`` keeps the
+    first replica's; ``DistributedDataParallel`` broadcasts rank 0's)."""
+
+    def __init__(self, node, *args, sync: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self._node = (node,)
+        self.sync = bool(sync)
 
     def __call__(self, x):
-        if TRAINING and x.numel() <= x.shape[1]:
+        devices = x.device if isinstance(x.device, tuple) else ()
+        split = bool(TRAINING) and len(devices) > 1 and x.uop.axis == 0 and not self.sync
+        share = len(devices) if split else 1
+        if TRAINING and x.numel() // share <= x.shape[1]:
             (node,) = self._node
+            each = f" on each of {share} devices" if split else ""
             raise BackendError(
                 Diagnostic(
-                    f"batchnorm '{node.path}' needs more than 1 value per channel when training, got input of shape {tuple(x.shape)}",
+                    f"batchnorm '{node.path}' needs more than 1 value per channel{each} when training, got input of shape {tuple(x.shape)}",
                     node.span,
-                    help="train with a batch of 2 or more samples (or evaluate in the eval phase)",
+                    help="train with a batch of 2 or more samples per device (or evaluate in the eval phase)",
                 )
             )
         counter = self.num_batches_tracked
-        out = super().__call__(x)
+        out = self._per_device(x, share) if split else super().__call__(x)
         if self.num_batches_tracked is not counter:
             counter.assign(self.num_batches_tracked)
             self.num_batches_tracked = counter
         return out
+
+    def _per_device(self, x, d: int):
+        """Training on a batch split across ``d`` devices: each share normalised with its own
+        statistics; the running statistics from the first device's share (unbiased variance of
+        its ``N/d·H·W`` values per channel)."""
+        c = x.shape[1]
+        groups = x.reshape(d, x.shape[0] // d, *x.shape[1:])  # one group per device: axis 0 stays the split one
+        axes = (1, *range(3, groups.ndim))
+        mean = groups.mean(axis=axes, keepdim=True)  # (d, 1, C, 1, …), each on its device
+        var = ((groups - mean.detach()) ** 2).mean(axis=axes, keepdim=True)  # d(var)/d(mean) = 0, as tinygrad's
+        if self.track_running_stats:
+            first = (Tensor.arange(d) == 0).float().reshape(d, 1)  # picks device 0's row (a sum over the devices)
+            mean0 = (mean.reshape(d, c).detach() * first).sum(0)
+            var0 = (var.reshape(d, c).detach() * first).sum(0)
+            m = groups.numel() // (d * c)  # values per channel on one device
+            self.running_mean.assign((1 - self.momentum) * self.running_mean + self.momentum * mean0)
+            self.running_var.assign((1 - self.momentum) * self.running_var + self.momentum * m / (m - 1) * var0)
+            self.num_batches_tracked += 1
+        y = ((groups - mean) * (var + self.eps).rsqrt()).reshape(x.shape)
+        shape = (1, c, *([1] * (x.ndim - 2)))
+        if self.weight is not None:
+            y = y * self.weight.reshape(shape)
+        return y + self.bias.reshape(shape) if self.bias is not None else y
 
 
 def _adopt(layer, arrays: dict[str, Tensor]):
@@ -607,7 +642,7 @@ def sample(mu, logvar):
     """``mu + exp(logvar/2)·ε`` in training (the phase is read when the graph is built); ``mu`` in eval."""
     if not TRAINING:
         return mu
-    return mu + (logvar * 0.5).exp() * Tensor.randn(*mu.shape, device=mu.device, dtype=mu.dtype)
+    return mu + (logvar * 0.5).exp() * mu.randn_like(dtype=mu.dtype)  # split across devices as mu is
 
 
 def _tile(node, p, ins, out, low):
@@ -629,7 +664,8 @@ def drop_path(x, rate: float):
     if not TRAINING or rate == 0:
         return x
     keep = 1.0 - rate
-    mask = (Tensor.rand(x.shape[0], *([1] * (x.ndim - 1)), device=x.device) < keep).cast(x.dtype)
+    rows = x.shrink(((0, x.shape[0]),) + ((0, 1),) * (x.ndim - 1))  # one value per sample, split across devices as x is
+    mask = (rows.rand_like(dtype=dtypes.float32) < keep).cast(x.dtype)
     return x * mask * (1.0 / keep)
 
 
@@ -728,7 +764,7 @@ def _constant(node, p, ins, out, low):
 
     from ... import ops
 
-    device, dtype = Device.DEFAULT, _dtype(ops.get(node.op).dtype(p))  # built inside the net's device context
+    device, dtype = low.device or Device.DEFAULT, _dtype(ops.get(node.op).dtype(p))  # the net's device(s): a copy on each
     value = {"zeros": 0, "ones": 1}.get(node.op, getattr(p, "value", 0))
     return lambda: Tensor.full((1, *p.shape), value, dtype=dtype, device=device)
 
@@ -738,7 +774,7 @@ def _arange(node, p, ins, out, low):
 
     from ... import ops
 
-    device, dtype = Device.DEFAULT, _dtype(ops.get(node.op).dtype(p))
+    device, dtype = low.device or Device.DEFAULT, _dtype(ops.get(node.op).dtype(p))
     n = out.shape[1]
 
     def run():  # start + i·step for i < n: torch.arange's values (a float step is not accumulated)
@@ -804,7 +840,9 @@ def _dense(node, p, ins, out, low):
 
 
 def _batchnorm(node, p, ins, out, low):
-    bn = CountingBatchNorm(node, ins[0].shape[1], eps=p.eps, affine=p.affine, track_running_stats=True, momentum=p.momentum)
+    bn = CountingBatchNorm(
+        node, ins[0].shape[1], eps=p.eps, affine=p.affine, track_running_stats=True, momentum=p.momentum, sync=low.sync_bn
+    )
     return _adopt(bn, low.arrays(node))
 
 
