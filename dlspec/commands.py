@@ -553,6 +553,8 @@ def _resources(text: str) -> float:
 
 
 def _sweep_args(p) -> None:
+    from . import registry
+
     p.add_argument("file", metavar="FILE", nargs="?", help="the spec (optional with --resume)")
     p.add_argument("--model", help="the model to tune (default: the spec's train section's)")
     p.add_argument(
@@ -560,8 +562,9 @@ def _sweep_args(p) -> None:
         action="append",
         default=[],
         metavar="NAME=SPACE",
-        help="what to vary and its values, once per name: a parameter of the model (hidden) or of a block (Block.width), a train"
-        " setting (lr, batch, optimizer, epochs, weight_decay, …) or an optimizer option (momentum, beta1, …); SPACE: a list"
+        help="what to vary and its values, once per name: a parameter of the model (hidden; a GAN's generator.width,"
+        " discriminator.width) or of a block (Block.width), a train setting of the objective (lr, batch, optimizer, epochs,"
+        " noise, beta, d_lr, gamma, …) or an optimizer option (momentum, beta1, …); SPACE: a list"
         " 64,128,256, int:LO:HI[:STEP], uniform:LO:HI or loguniform:LO:HI",
     )
     p.add_argument(
@@ -569,9 +572,12 @@ def _sweep_args(p) -> None:
     )
     p.add_argument("--sweep-seed", dest="sweep_seed", type=_natural, metavar="S", help="seed of the random draws (default 0)")
     p.add_argument(
-        "--metric", help="what to optimise, at each trial's best epoch: val_acc (default), val_loss, val_top5, train_acc or train_loss"
+        "--metric",
+        help="what to optimise, at each trial's best epoch (a DQN's: episode), one its objective reports: "
+        + "; ".join(f"{name}: {', '.join(m.name for m in e.metrics)}" for name, e in registry.OBJECTIVES.items())
+        + " (the first is the default)",
     )
-    p.add_argument("--mode", choices=["max", "min"], help="maximise or minimise the metric (default: min for a loss, else max)")
+    p.add_argument("--mode", choices=["max", "min"], help="maximise or minimise the metric (default: the metric's, as docs/sweep.md lists)")
     p.add_argument("--max-params", dest="max_params", type=_count, metavar="N", help="prune configurations with more parameters (1.5M, 2G)")
     p.add_argument("--max-macs", dest="max_macs", type=_count, metavar="N", help="prune configurations with more MACs per sample")
     p.add_argument("--scheduler", choices=["fifo", "asha"], help="fifo: every trial runs to its end (default); asha: stop bad trials early")

@@ -22,6 +22,7 @@ __all__ = [
     "Entry",
     "OptimizerEntry",
     "ObjectiveEntry",
+    "RunMetric",
     "DataSetEntry",
     "Registry",
     "OBJECTIVES",
@@ -52,6 +53,18 @@ class OptimizerEntry(Entry):
 
 
 @dataclass(frozen=True)
+class RunMetric:
+    """A number an objective's run reports every unit (epoch or episode), under the name it has in
+    the unit's ``metrics.jsonl`` line flattened (a classifier's ``{"val": {"accuracy": …}}`` is
+    ``val_acc``): what ``dlspec sweep --metric`` takes."""
+
+    name: str
+    #: which way is better: ``max`` or ``min`` (``dlspec sweep``'s default ``--mode`` for it)
+    mode: str
+    doc: str
+
+
+@dataclass(frozen=True)
 class ObjectiveEntry(Entry):
     #: the model roles of the head (the first is named without a key: ``train vae M``)
     roles: tuple[str, ...] = ("model",)
@@ -61,10 +74,16 @@ class ObjectiveEntry(Entry):
     settings: tuple[str, ...] | None = None
     #: ``module:Class`` of its run loop
     runner: str = ""
+    #: the metrics its runs report every unit; the first is ``dlspec sweep``'s default ``--metric``
+    metrics: tuple[RunMetric, ...] = ()
 
     @property
     def default_loss(self) -> str:
         return self.losses[0]
+
+    def metric(self, name: str) -> RunMetric | None:
+        """The metric ``name`` of its runs, or ``None``."""
+        return next((m for m in self.metrics if m.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -213,6 +232,13 @@ OBJECTIVES: Registry[ObjectiveEntry] = Registry(
             "supervised training of one model on labelled data (the default objective)",
             losses=LOSSES.names(),
             runner="dlspec.objectives.classifier:Classifier",
+            metrics=(
+                RunMetric("val_acc", "max", "accuracy on the validation split (needs val_split > 0)"),
+                RunMetric("val_loss", "min", "the loss on the validation split"),
+                RunMetric("val_top5", "max", "top-5 accuracy on the validation split (with metrics top5)"),
+                RunMetric("train_acc", "max", "the epoch's mean training accuracy"),
+                RunMetric("train_loss", "min", "the epoch's mean training loss"),
+            ),
         ),
         ObjectiveEntry(
             "autoencoder",
@@ -220,6 +246,11 @@ OBJECTIVES: Registry[ObjectiveEntry] = Registry(
             losses=("mse", "bce", "bce_logits", "l1"),
             settings=_COMMON + ("noise",),
             runner="dlspec.objectives.autoencoder:AutoencoderRun",
+            metrics=(
+                RunMetric("test_mse", "min", "per-pixel squared error of the clean test inputs' reconstructions (any loss)"),
+                RunMetric("test_loss", "min", "the reconstruction loss on the clean test inputs"),
+                RunMetric("train_loss", "min", "the epoch's mean training loss (on the noisy inputs with noise σ)"),
+            ),
         ),
         ObjectiveEntry(
             "vae",
@@ -227,6 +258,14 @@ OBJECTIVES: Registry[ObjectiveEntry] = Registry(
             losses=("bce", "bce_logits", "mse"),
             settings=_COMMON + ("latent", "beta"),
             runner="dlspec.objectives.autoencoder:VAERun",
+            metrics=(
+                RunMetric("test_loss", "min", "the negative ELBO rec + β·KL per test sample (one z drawn per sample)"),
+                RunMetric("test_rec", "min", "the reconstruction term on the test split"),
+                RunMetric("test_kl", "min", "the KL term on the test split"),
+                RunMetric("train_loss", "min", "the epoch's mean negative ELBO"),
+                RunMetric("train_rec", "min", "the epoch's mean reconstruction term"),
+                RunMetric("train_kl", "min", "the epoch's mean KL term"),
+            ),
         ),
         ObjectiveEntry(
             "gan",
@@ -235,6 +274,14 @@ OBJECTIVES: Registry[ObjectiveEntry] = Registry(
             losses=("bce_logits", "bce"),
             settings=_COMMON + ("noise", "label_smoothing", "d_optimizer", "g_optimizer"),
             runner="dlspec.objectives.gan:GANRun",
+            metrics=(
+                RunMetric("train_g_loss", "min", "the epoch's mean generator loss −log D(G(z)) (non-saturating)"),
+                RunMetric("test_d_acc", "min", "the discriminator's accuracy on test images against fresh samples (chance: 0.5)"),
+                RunMetric("train_d_loss", "min", "the epoch's mean discriminator loss"),
+                RunMetric("train_d_acc", "max", "the epoch's mean discriminator accuracy on its real and generated batches"),
+                RunMetric("train_d_real", "max", "the epoch's mean D(x) on real images"),
+                RunMetric("train_d_fake", "max", "the epoch's mean D(G(z)) on generated images"),
+            ),
         ),
         ObjectiveEntry(
             "dqn",
@@ -243,6 +290,11 @@ OBJECTIVES: Registry[ObjectiveEntry] = Registry(
             settings=("loss", "optimizer", "batch", "steps", "seed", "device", "devices", "sync_bn", "weight_decay", "clip")
             + ("env", "gamma", "buffer", "target_update", "epsilon", "episodes", "warmup"),
             runner="dlspec.objectives.dqn:DQNRun",
+            metrics=(
+                RunMetric("eval_return", "max", "mean return of 10 greedy episodes, every 10th episode and at the last"),
+                RunMetric("return", "max", "the episode's return (ε-greedy, while training)"),
+                RunMetric("loss", "min", "the episode's mean TD loss (once learning has started)"),
+            ),
         ),
     ),
 )

@@ -1,14 +1,17 @@
 """``dlspec sweep``: hyperparameter search over a spec's model parameters and train settings, on Ray Tune.
 
-A sweep is planned here, before anything runs: every ``--param NAME=SPACE`` is resolved (a
-parameter of the model or of a block, a train setting, an optimizer option), the configurations
+A sweep tunes a run of any objective (:data:`dlspec.registry.OBJECTIVES`: a classifier, an
+autoencoder, a VAE, a GAN — its generator's and discriminator's parameters —, a DQN), and is
+planned here, before anything runs: every ``--param NAME=SPACE`` is resolved (a parameter of the
+model(s) or of a block, a train setting of the objective, an optimizer option), the configurations
 are drawn (the full grid of finite spaces, or ``--trials K`` random draws), and each one is
 checked statically — bound into the spec (:meth:`dlspec.api.Program.bind`), its shapes inferred
 and its parameters and MACs counted against ``--max-params``/``--max-macs``, its train settings
 resolved. A configuration that fails is *pruned* with its diagnostic (``spec.dl:4:3: error: …``)
 and never launched. The others run as Ray Tune trials, each a normal ``dlspec train`` run in its
 own run directory ``DIR/trials/NNN`` (:func:`run_trial`, in a Ray worker), reporting every epoch's
-metrics so that ``--scheduler asha`` can stop bad trials early.
+(a DQN's: episode's) metrics — the objective's registered ``metrics`` — so that ``--scheduler asha``
+can stop bad trials early.
 
 ``DIR/sweep.json`` (written atomically whenever a trial starts or ends) holds the plan and each
 trial's settings, status (``done``, ``pruned``, ``stopped``, ``failed``; ``pending``, ``running`` or
@@ -43,9 +46,20 @@ MAX_TRIALS = 10_000
 FINAL = ("done", "stopped", "failed", "pruned")
 #: metric keys shortened in the flat names Ray sees
 SHORT = {"accuracy": "acc"}
-#: the metrics a classifier reports every epoch: the validation split's (``val_top5`` with
-#: ``metrics top5``) and the training split's (loss and accuracy only)
-CLASSIFIER_METRICS = ("val_acc", "val_loss", "val_top5", "train_acc", "train_loss")
+#: the run-configuration fields a spec setting of an objective (:data:`dlspec.registry.OBJECTIVES`'s
+#: ``settings``) lets a sweep vary, where they are not the setting's own name (none: a setting a
+#: sweep does not vary — the devices, and the data set but for its ``limit``)
+SETTING_FIELDS: dict[str, tuple[str, ...]] = {
+    "data": ("limit",),
+    "device": (),
+    "devices": (),
+    "sync_bn": (),
+    "steps": ("max_steps",),
+    "optimizer": ("optimizer", "lr"),
+    "epsilon": ("epsilon", "epsilon_end", "epsilon_decay"),
+    "d_optimizer": ("d_optimizer", "d_lr"),
+    "g_optimizer": ("g_optimizer", "g_lr"),
+}
 #: the install command in the missing-Ray message
 INSTALL = "pip install 'dlspec[sweep]'"
 
@@ -156,19 +170,74 @@ class Knob:
     type: Any = None  # int, float, str, bool (settings and options); None: a model parameter takes any value
 
 
-def train_settings() -> dict[str, Any]:
-    """The train settings a sweep can vary (``dlspec train``'s overrides but the data and the devices) and their types."""
+@dataclass
+class Target:
+    """What a sweep trains: its objective (``kind``, a :data:`dlspec.registry.OBJECTIVES` name) and
+    its models by role (``{"model": "Net"}``; a GAN's ``generator`` and ``discriminator``)."""
+
+    kind: str
+    models: dict[str, str]
+
+    @classmethod
+    def of(cls, cfg: Any) -> "Target":
+        """The target of a resolved run configuration (a classifier's ``RunConfig`` or an ``ObjectiveConfig``)."""
+        return cls(cfg.kind, dict(getattr(cfg, "models", None) or {"model": cfg.model}))
+
+    @property
+    def model(self) -> str:
+        """The model a run is named after (a GAN's generator)."""
+        return self.models.get("model") or self.models["generator"]
+
+    @property
+    def distinct(self) -> list[str]:
+        """Its models, each once, in role order."""
+        return list(dict.fromkeys(self.models.values()))
+
+    @property
+    def unit(self) -> str:
+        """What its runs count: ``epoch``, or a DQN's ``episode`` (the objective class's ``unit``)."""
+        import importlib
+
+        from .registry import OBJECTIVES
+
+        module, _, name = OBJECTIVES[self.kind].runner.partition(":")
+        return getattr(importlib.import_module(module), name).unit
+
+    def describe(self) -> str:
+        """``Net``, or ``generator G, discriminator D``."""
+        if len(self.models) == 1:
+            return self.model
+        return ", ".join(f"{role} {m}" for role, m in self.models.items())
+
+
+def _field_types(cls: Any) -> dict[str, Any]:
     import typing
 
+    out: dict[str, Any] = {}
+    for k, f in cls.model_fields.items():
+        types = [t for t in typing.get_args(f.annotation) or (f.annotation,) if t is not type(None)]
+        out[k] = types[0]
+    return out
+
+
+def train_settings(kind: str = "classifier") -> dict[str, Any]:
+    """The train settings a sweep of a ``kind`` run can vary, and their types: a classifier's are
+    ``dlspec train``'s overrides but the data and the devices; another objective's are the
+    run-configuration fields of the settings its registry entry takes (:data:`SETTING_FIELDS`:
+    ``optimizer`` gives ``optimizer`` and ``lr``, ``data`` its ``limit``, ``steps`` ``max_steps``, …)."""
+    from .registry import OBJECTIVES
     from .train import OVERRIDES, RunConfig
 
+    if OBJECTIVES[kind].settings is None:
+        types = _field_types(RunConfig)
+        return {k: types[k] for k in OVERRIDES if k not in ("data", "data_dir", "device", "devices")}
+    from .objectives.config import ObjectiveConfig
+
+    types = _field_types(ObjectiveConfig)
     out: dict[str, Any] = {}
-    for k in OVERRIDES:
-        if k in ("data", "data_dir", "device", "devices"):
-            continue
-        ann = RunConfig.model_fields[k].annotation
-        types = [t for t in typing.get_args(ann) or (ann,) if t is not type(None)]
-        out[k] = types[0]
+    for setting in OBJECTIVES[kind].settings:
+        for k in SETTING_FIELDS.get(setting, (setting,)):
+            out[k] = types[k]
     return out
 
 
@@ -179,47 +248,94 @@ def optimizer_options() -> dict[str, Any]:
     return {k: t for k, t in OPTIMIZERS.option_types.items() if k not in ("lr", "weight_decay")}
 
 
-def knob(prog, model: str, name: str) -> Knob:
-    """What ``name`` names, for the model ``model``: its parameter, ``DEF.NAME`` (a model's, block's
-    or cell's parameter), a train setting or an optimizer option; else a :class:`UsageError` with a
-    did-you-mean over all of them."""
+def _param_names(prog, model: str) -> list[str]:
+    return [p.name for p in prog.defs[model].params or ()]
+
+
+def knob(prog, target: Target, name: str) -> Knob:
+    """What ``name`` names, for a sweep of ``target``: a parameter of its model (of a GAN's
+    generator or discriminator: ``generator.NAME``, ``discriminator.NAME``, or ``NAME`` when only one
+    of them has it), ``DEF.NAME`` (a model's, block's or cell's parameter), a train setting of its
+    objective or an optimizer option; else a :class:`UsageError` with a did-you-mean over all of them."""
     if "." in name:
+        owner, _, pname = name.partition(".")
+        key = f"{target.models[owner]}.{pname}" if owner not in prog.defs and owner in target.models else name
         try:
-            prog.bind({name: None})  # checks the definition and the parameter
+            prog.bind({key: None})  # checks the definition and the parameter
         except UsageError as e:
             raise UsageError(f"--param {name}: {e.diagnostics[0].message}") from None
-        return Knob(name, "param", name)
-    own = [p.name for p in prog.defs[model].params or ()]
-    if name in own:  # a model parameter shadows a setting of the same name
-        return Knob(name, "param", f"{model}.{name}")
-    settings, options = train_settings(), optimizer_options()
+        return Knob(name, "param", key)
+    own = {m: _param_names(prog, m) for m in target.distinct}
+    owners = [m for m in target.distinct if name in own[m]]  # a model parameter shadows a setting of the same name
+    if len(owners) > 1:
+        roles = [next(r for r, m in target.models.items() if m == o) for o in owners]
+        raise UsageError(
+            f"--param {name}: {' and '.join(f'the {r} {o}' for r, o in zip(roles, owners))} both have a parameter '{name}';"
+            f" give {' or '.join(f'{r}.{name}' for r in roles)}"
+        )
+    if owners:
+        return Knob(name, "param", f"{owners[0]}.{name}")
+    settings, options = train_settings(target.kind), optimizer_options()
     if name in settings:
         return Knob(name, "setting", name, settings[name])
     if name in options:
         return Knob(name, "option", name, options[name])
-    hint = suggest(name, [*own, *settings, *options])
-    listed = (
-        f"; {model}'s parameters: {', '.join(own)}" if own else f"; {model} has no parameters"
-    ) + f"; train settings: {', '.join(settings)}; optimizer options: {', '.join(options)}"
-    raise UsageError(f"--param {name}: {model} has no parameter '{name}' and it is no train setting{hint or listed}")
+    roles = len(target.models) > 1
+    names = [n for m in target.distinct for n in own[m]]
+    if roles:
+        names += [f"{r}.{n}" for r, m in target.models.items() for n in own[m]]
+    hint = suggest(name, [*names, *settings, *options])
+    what = "train settings" if target.kind == "classifier" else f"'train {target.kind}' settings"
+    if any(name in train_settings(k) for k in _kinds() if k != target.kind):  # another objective's (a DQN's epochs)
+        head = "a classifier" if target.kind == "classifier" else f"'train {target.kind}'"
+        raise UsageError(f"--param {name}: the setting '{name}' does not apply to {head}; its settings: {', '.join(settings)}")
+    parts = [f"{m}'s parameters: {', '.join(own[m])}" if own[m] else f"{m} has no parameters" for m in target.distinct]
+    listed = f"; {'; '.join(parts)}; {what}: {', '.join(settings)}; optimizer options: {', '.join(options)}"
+    who = " and ".join(target.distinct) if len(target.distinct) > 1 else target.model
+    has = "have" if len(target.distinct) > 1 else "has"
+    raise UsageError(f"--param {name}: {who} {has} no parameter '{name}' and it is no train setting{hint or listed}")
 
 
-def check_values(k: Knob, space: Space) -> Space:
-    """A space whose values fit the setting or option ``k`` (numbers for numbers, names from the
-    registries, whole numbers for whole-number settings); a :class:`UsageError` otherwise."""
+def _kinds() -> tuple[str, ...]:
+    from .registry import OBJECTIVES
+
+    return OBJECTIVES.names()
+
+
+def _names_of(key: str, kind: str) -> tuple[str, Any]:
+    """``(what, names)`` a named setting takes for a ``kind`` run: ``("optimizer", OPTIMIZERS)``, …"""
     from .registry import LOSSES, OPTIMIZERS, SCHEDULES
+
+    if key in ("optimizer", "d_optimizer", "g_optimizer"):
+        return "optimizer", OPTIMIZERS
+    if key == "schedule":
+        return "schedule", SCHEDULES
+    if key == "loss":
+        return "loss", LOSSES
+    from .objectives.config import ENVS
+
+    return "environment", tuple(ENVS)
+
+
+def check_values(k: Knob, space: Space, kind: str = "classifier") -> Space:
+    """A space whose values fit the setting or option ``k`` of a ``kind`` run (numbers for numbers,
+    names from the registries — a loss the objective can use, an environment it has —, whole
+    numbers for whole-number settings); a :class:`UsageError` otherwise."""
+    from .registry import OBJECTIVES
 
     where = f"--param {space.name}={space.text}"
     if k.type is None:
         return space
     if k.type is str:
-        reg = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES}[k.key]
+        what, names = _names_of(k.key, kind)
         if space.kind != "choice":
-            raise UsageError(f"{where}: {k.name} takes names; give a list such as {','.join(reg.names()[:3])}")
+            raise UsageError(f"{where}: {k.name} takes names; give a list such as {','.join(list(names)[:3])}")
         for v in space.values:
-            if v not in reg:
-                hint = suggest(str(v), reg)
-                raise UsageError(f"{where}: unknown {reg.what} '{v}'{hint or f'; {reg.what}s: {reg.help()}'}")
+            if v not in names:
+                listed = ", ".join(names)
+                raise UsageError(f"{where}: unknown {what} '{v}'{suggest(str(v), names) or f'; {what}s: {listed}'}")
+            if k.key == "loss" and v not in OBJECTIVES[kind].losses:
+                raise UsageError(f"{where}: 'train {kind}' cannot use loss '{v}'; one of {', '.join(OBJECTIVES[kind].losses)}")
         return space
     if k.type is bool:
         if space.kind != "choice" or not all(isinstance(v, bool) for v in space.values):
@@ -240,10 +356,15 @@ def check_values(k: Knob, space: Space) -> Space:
     return space
 
 
-def parse_params(prog, model: str, texts: list[str]) -> list[tuple[Knob, Space]]:
-    """Every ``--param NAME=SPACE`` resolved and checked."""
+#: a GAN's settings that set both of its optimizers, and those that set one (a sweep takes one kind)
+BOTH = {"lr": ("d_lr", "g_lr"), "optimizer": ("d_optimizer", "g_optimizer")}
+
+
+def parse_params(prog, target: Target, texts: list[str]) -> list[tuple[Knob, Space]]:
+    """Every ``--param NAME=SPACE`` resolved (for a sweep of ``target``) and checked."""
     out: list[tuple[Knob, Space]] = []
     seen: set[str] = set()
+    keys: dict[tuple[str, str], str] = {}
     for text in texts:
         name, eq, value = text.partition("=")
         name = name.strip()
@@ -253,8 +374,19 @@ def parse_params(prog, model: str, texts: list[str]) -> list[tuple[Knob, Space]]
             raise UsageError(f"--param {name} is given twice")
         seen.add(name)
         space = parse_space(name, value)
-        k = knob(prog, model, name)
-        out.append((k, check_values(k, space)))
+        k = knob(prog, target, name)
+        if (k.what, k.key) in keys:  # generator.width and G.width
+            raise UsageError(f"--param {keys[k.what, k.key]} and --param {name} set the same parameter {k.key}")
+        keys[k.what, k.key] = name
+        out.append((k, check_values(k, space, target.kind)))
+    if target.kind == "gan":
+        for both, ones in BOTH.items():
+            one = [keys[w, o] for w, o in keys if w == "setting" and o in ones]
+            if ("setting", both) in keys and one:
+                raise UsageError(
+                    f"--param {both} sets both {' and '.join(ones)} of a GAN, and --param {one[0]} one of them;"
+                    f" vary {both}, or {' and '.join(ones)}"
+                )
     return out
 
 
@@ -308,12 +440,12 @@ class Trial:
     diagnostics: list[dict] | None = None
     params: int | None = None
     macs: int | None = None
-    config: dict[str, Any] | None = None  # the resolved RunConfig (a launched trial's)
+    config: dict[str, Any] | None = None  # the resolved RunConfig or ObjectiveConfig (a launched trial's)
     run_dir: str | None = None
-    epochs: int = 0
+    epochs: int = 0  # the epochs (a DQN's: episodes) it trained
     value: float | None = None  # the sweep's metric at the trial's best epoch
     metrics: dict[str, Any] = field(default_factory=dict)  # the last epoch's, flat
-    test: dict[str, Any] | None = None  # the test split's, of a done trial
+    test: dict[str, Any] | None = None  # of a done trial: a classifier's test split, a DQN's final evaluation
     seconds: float | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -335,12 +467,12 @@ class Trial:
 
 
 def check_trial(
-    prog, spec: str, model: str, overrides: dict[str, Any], knobs: list[Knob], trial: Trial, budgets: dict[str, int | None]
+    prog, spec: str, target: Target, overrides: dict[str, Any], knobs: list[Knob], trial: Trial, budgets: dict[str, int | None]
 ) -> Trial:
     """Bind ``trial``'s settings, check its shapes, budgets and train settings; ``pruned`` (with the
     diagnostics) or its resolved configuration. Nothing is built or run."""
     from .registry import OPTIMIZERS
-    from .train import RunConfig, resolve
+    from .train import resolve
 
     by_name = {k.name: k for k in knobs}
     params = {by_name[n].key: v for n, v in trial.settings.items() if by_name[n].what == "param"}
@@ -360,20 +492,29 @@ def check_trial(
         bound = None
     if errors:
         return pruned(_plain_lines(errors), errors)
-    rep = bound.report(model)
-    trial.params, trial.macs = rep["params"], rep["macs"]
+    reports = [bound.report(m) for m in target.distinct]  # a GAN's: the generator's and the discriminator's
+    trial.params, trial.macs = sum(r["params"] for r in reports), sum(r["macs"] for r in reports)
+    who = " + ".join(target.distinct) + (" have" if len(target.distinct) > 1 else " has")
     for what, limit, have in (("params", budgets.get("params"), trial.params), ("MACs", budgets.get("macs"), trial.macs)):
         if limit is not None and have > limit:
-            return pruned(f"{model} has {have:,} {what} ({human(have)}), over the budget --max-{what.lower()} {limit:,} ({human(limit)})")
+            return pruned(f"{who} {have:,} {what} ({human(have)}), over the budget --max-{what.lower()} {limit:,} ({human(limit)})")
     try:
-        cfg = resolve(bound, spec, model, {**overrides, **settings})
+        follow = _declared_sizes(bound, target, settings) if params else {}
+        cfg = resolve(bound, spec, target.model, {**overrides, **follow, **settings}, objectives=True)
         if options:
-            allowed = OPTIMIZERS[cfg.optimizer].options
-            for k in options:
-                if k not in allowed:
-                    return pruned(f"optimizer {cfg.optimizer} takes no option '{k}' (its options: {', '.join(allowed)})")
-            cfg = RunConfig(**{**cfg.model_dump(), "optimizer_options": {**cfg.optimizer_options, **options}})
-        cfg = RunConfig(**{**cfg.model_dump(), "params": bound.params})
+            # a GAN's optimizer options go to both of its optimizers, as its one `optimizer` line's do
+            fields = ("d_optimizer", "g_optimizer") if target.kind == "gan" else ("optimizer",)
+            update: dict[str, Any] = {}
+            for f in fields:
+                name = getattr(cfg, f)
+                allowed = OPTIMIZERS[name].options
+                for k in options:
+                    if k not in allowed:
+                        role = {"d_optimizer": "the discriminator's ", "g_optimizer": "the generator's "}.get(f, "")
+                        return pruned(f"{role}optimizer {name} takes no option '{k}' (its options: {', '.join(allowed)})")
+                update[f"{f}_options"] = {**getattr(cfg, f"{f}_options"), **options}
+            cfg = type(cfg)(**{**cfg.model_dump(), **update})
+        cfg = type(cfg)(**{**cfg.model_dump(), "params": bound.params})
     except DlspecError as e:
         return pruned(_plain_lines(e.diagnostics), e.diagnostics)
     except Exception as e:  # noqa: BLE001 - pydantic names the field
@@ -382,6 +523,27 @@ def check_trial(
         return pruned(f"bad training configuration: {_pydantic_message(e)}")
     trial.config = cfg.model_dump(mode="json")
     return trial
+
+
+def _declared_sizes(bound, target: Target, settings: dict[str, Any]) -> dict[str, Any]:
+    """The sizes a train section states for its models — a VAE's ``latent N`` (of ``mu``), a GAN's
+    ``noise σ dim N`` (of ``z``) — as the trial's bound models have them: a sweep that changes a
+    model's size does not contradict the section (unless the setting itself is swept)."""
+    from .objectives.config import _io, _size
+
+    section = next((t for t in bound.trains() if target.model in t.models.values()), None)
+    if section is None:
+        return {}
+    s = section.settings
+    if target.kind == "vae" and "latent" in s and "latent" not in settings:
+        _, outs, _ = _io(bound, target.model)
+        mu = dict(outs).get("mu")
+        return {"latent": _size(mu)} if mu is not None and _size(mu) is not None else {}
+    if target.kind == "gan" and "noise" in s and "dim" in s["noise"].options:
+        ins, _, _ = _io(bound, target.models["generator"])
+        dims = ins[0].sample if len(ins) == 1 else ()
+        return {"noise_dim": dims[0]} if len(dims) == 1 and isinstance(dims[0], int) else {}
+    return {}
 
 
 def _plain_lines(diags) -> str:
@@ -410,15 +572,27 @@ def flat(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def config_class(kind: str) -> Any:
+    """The run configuration class of a ``kind`` run: ``RunConfig`` (a classifier's) or ``ObjectiveConfig``."""
+    if kind == "classifier":
+        from .train import RunConfig
+
+        return RunConfig
+    from .objectives.config import ObjectiveConfig
+
+    return ObjectiveConfig
+
+
 def run_trial(spec: str | Path, run_dir: str | Path, config: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Train one trial as ``dlspec train`` would, in ``run_dir`` (made, or resumed from its last
-    checkpoint if it has one), calling ``report`` with every epoch's flat metrics but the last;
+    """Train one trial as ``dlspec train`` would, of any objective, in ``run_dir`` (made, or resumed
+    from its last checkpoint if it has one), calling ``report`` with every epoch's (a DQN's:
+    episode's) flat metrics but the last;
     returns the last epoch's, with ``dlspec_status`` ``done`` — or ``failed`` and ``dlspec_error``
     (its one-line message) if the run stopped with an error."""
     from . import load
     from .loop import runner
     from .runfiles import append_line, atomic_write
-    from .train import RunConfig, start_over
+    from .train import start_over
 
     run_dir = Path(run_dir)
     log_file = run_dir / "train.log"
@@ -427,7 +601,7 @@ def run_trial(spec: str | Path, run_dir: str | Path, config: dict[str, Any], rep
         append_line(log_file, line, what="log")
 
     try:
-        cfg = RunConfig(**config)
+        cfg = config_class(config.get("kind", "classifier"))(**config)
         prog = load(Path(spec), name=cfg.spec)
         if cfg.params:
             prog = prog.bind(cfg.params)
@@ -442,7 +616,7 @@ def run_trial(spec: str | Path, run_dir: str | Path, config: dict[str, Any], rep
         total = objective.units()
 
         def on_unit(record: dict[str, Any]) -> None:
-            if record.get("epoch", 0) < total:  # the last epoch is reported once summary.json is written
+            if record.get(objective.unit, 0) < total:  # the last epoch (episode) is reported once summary.json is written
                 report(flat(record))
 
         objective.run(resume=resume, on_unit=on_unit)
@@ -491,7 +665,18 @@ class Sweep:
     budgets: dict[str, int | None]
     trials: list[Trial]
     fits: int = 0
+    kind: str = "classifier"  # the objective
+    models: dict[str, str] = field(default_factory=dict)  # role → model (a GAN's two)
     log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr), repr=False)
+
+    @property
+    def target(self) -> Target:
+        return Target(self.kind, dict(self.models or {"model": self.model}))
+
+    @property
+    def unit(self) -> str:
+        """What its trials count: ``epoch`` or ``episode``."""
+        return self.target.unit
 
     @property
     def complete(self) -> bool:
@@ -517,6 +702,8 @@ class Sweep:
             "spec_path": self.spec_path,
             "spec_sha256": self.spec_sha256,
             "model": self.model,
+            "objective": self.kind,
+            "models": self.target.models,
             "metric": self.metric,
             "mode": self.mode,
             "params": self.spaces,
@@ -560,11 +747,11 @@ class Sweep:
         t.metrics = history[-1] if history else {}
         values = [h[self.metric] for h in history if isinstance(h.get(self.metric), (int, float))]
         t.value = (max(values) if self.mode == "max" else min(values)) if values else None
-        t.seconds = round(sum(h.get("seconds", 0) for h in history), 2) if history else None
+        t.seconds = round(_seconds(history, self.unit), 2) if history else None
         summary = d / "summary.json"
         if summary.is_file():
             try:
-                t.test = json.loads(summary.read_text(encoding="utf-8")).get("test")
+                t.test = final_evaluation(json.loads(summary.read_text(encoding="utf-8")))
             except (ValueError, AttributeError):
                 t.test = None
 
@@ -599,7 +786,31 @@ class Sweep:
         if t.status in ("failed", "pruned"):
             return f"trial {t.id} {t.status} ({settings}): {(t.error or '').splitlines()[0] if t.error else ''}"
         value = f"{self.metric} {t.value:.4f}" if t.value is not None else f"no {self.metric}"
-        return f"trial {t.id} {t.status} ({settings}): {value} after {t.epochs} epoch{'s' * (t.epochs != 1)}"
+        return f"trial {t.id} {t.status} ({settings}): {value} after {t.epochs} {self.unit}{'s' * (t.epochs != 1)}"
+
+
+def _seconds(history: list[dict[str, Any]], unit: str) -> float:
+    """A run's training seconds from its metrics lines: an epoch's are its own; a DQN episode's
+    ``seconds`` count from the start of the process that trained it (a resumed run's start again)."""
+    if unit == "epoch":
+        return sum(h.get("seconds", 0) for h in history)
+    total = last = 0.0
+    for h in history:
+        now = h.get("seconds", 0)
+        if now < last:  # resumed: a new process
+            total += last
+        last = now
+    return total + last
+
+
+def final_evaluation(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """What a finished run's ``summary.json`` says beyond its last metrics line: a classifier's
+    test split, a DQN's final evaluation of its best weights (the others evaluate on the test split
+    every epoch: it is in their metrics)."""
+    if summary.get("test") is not None:
+        return summary["test"]
+    keys = ("eval_episodes", "eval_mean_return", "eval_min_return", "eval_max_return", "solved")
+    return {k: summary[k] for k in keys if k in summary} or None
 
 
 def show(v: Any) -> str:
@@ -612,24 +823,36 @@ def show(v: Any) -> str:
 
 
 def metrics_of(cfg: Any) -> tuple[str, ...]:
-    """The metric names a classifier's run reports every epoch."""
-    out = [m for m in CLASSIFIER_METRICS if m != "val_top5" or "top5" in cfg.metrics]
-    if cfg.val_split == 0:
-        out = [m for m in out if not m.startswith("val_")]
+    """The metric names a run of ``cfg`` reports every unit (:data:`dlspec.registry.OBJECTIVES`'
+    ``metrics``): a classifier's ``val_`` ones only with a validation split, ``val_top5`` only with
+    ``metrics top5``."""
+    from .registry import OBJECTIVES
+
+    out = [m.name for m in OBJECTIVES[cfg.kind].metrics]
+    if cfg.kind == "classifier":
+        out = [m for m in out if m != "val_top5" or "top5" in cfg.metrics]
+        if cfg.val_split == 0:
+            out = [m for m in out if not m.startswith("val_")]
     return tuple(out)
 
 
-def check_metric(metric: str, mode: str | None, cfg: Any) -> tuple[str, str]:
-    """The metric and mode (default: min for a loss, else max), checked against what the run reports."""
+def check_metric(metric: str | None, mode: str | None, cfg: Any) -> tuple[str, str]:
+    """The metric (default: the objective's first) and mode (default: the metric's own, as the
+    registry has it), checked against what the run reports."""
+    from .registry import OBJECTIVES
+
+    entry = OBJECTIVES[cfg.kind]
+    metric = metric or entry.metrics[0].name
     names = metrics_of(cfg)
     if metric not in names:
-        if metric in CLASSIFIER_METRICS and metric.startswith("val_") and cfg.val_split == 0:
+        if cfg.kind == "classifier" and entry.metric(metric) is not None and metric.startswith("val_") and cfg.val_split == 0:
             raise UsageError(
                 f"--metric {metric}: the runs hold out no validation split (val_split is 0); use a train_ metric or --val-split"
             )
         hint = suggest(metric, names)
-        raise UsageError(f"--metric {metric}: not a metric the runs report{hint or '; metrics: ' + ', '.join(names)}")
-    return metric, mode or ("min" if metric.endswith("loss") else "max")
+        runs = "the runs" if cfg.kind == "classifier" else f"'train {cfg.kind}' runs"
+        raise UsageError(f"--metric {metric}: not a metric {runs} report{hint or '; metrics: ' + ', '.join(names)}")
+    return metric, mode or entry.metric(metric).mode
 
 
 # ---- the command ------------------------------------------------------------------------------------
@@ -656,8 +879,8 @@ def sweep_command(args) -> int:
     from .train import OVERRIDES
 
     overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
-    if getattr(args, "episodes", None) is not None:
-        raise UsageError("--episodes applies to 'train dqn' only; dlspec sweep tunes classifiers")
+    if getattr(args, "episodes", None) is not None:  # a DQN's: for every trial (plan_sweep checks the objective)
+        overrides["episodes"] = args.episodes
     if args.resume:
         given = [flag for dest, flag in _PLAN_OPTIONS.items() if getattr(args, dest, None) not in (None, [], False)]
         given += ["--" + k.replace("_", "-") for k in overrides]
@@ -706,17 +929,24 @@ def plan_sweep(args, overrides: dict[str, Any]) -> Sweep:
     """A new sweep from the command line: names and spaces checked, configurations drawn and
     checked statically (the pruned ones marked), its directory chosen (not made yet)."""
     from . import load
-    from .train import RunConfig, file_digest, resolve
+    from .train import file_digest, resolve
 
     spec = Path(args.file)
     prog = load(spec)
-    base = resolve(prog, args.file, args.model, overrides, objectives=True)
-    if not isinstance(base, RunConfig):
-        raise UsageError(f"dlspec sweep tunes classifiers ('train M'); {base.model}'s section is 'train {base.kind}'")
-    model = base.model
-    pairs = parse_params(prog, model, args.param)
+    base = resolve(prog, args.file, args.model, {k: v for k, v in overrides.items() if k != "episodes"}, objectives=True)
+    target = Target.of(base)
+    if "episodes" in overrides:
+        if target.kind != "dqn":
+            raise UsageError(
+                f"--episodes applies to 'train dqn' only; {target.model}'s section is 'train {target.kind}' (it trains for --epochs)"
+            )
+        if overrides["episodes"] < 1:
+            raise UsageError(f"--episodes must be positive, got {overrides['episodes']}")
+        base = resolve(prog, args.file, args.model, overrides, objectives=True)
+    model = target.model
+    pairs = parse_params(prog, target, args.param)
     knobs = [k for k, _ in pairs]
-    metric, mode = check_metric(args.metric or "val_acc", args.mode, base)
+    metric, mode = check_metric(args.metric, args.mode, base)
     seed = args.sweep_seed or 0
     configs, how = configurations([s for _, s in pairs], args.trials, seed)
     out = _sweep_dir(args, model)
@@ -728,10 +958,10 @@ def plan_sweep(args, overrides: dict[str, Any]) -> Sweep:
     trials = []
     for i, settings in enumerate(configs):
         t = Trial(f"{i:0{width}d}", settings)
-        check_trial(prog, args.file, model, overrides, knobs, t, budgets)
+        check_trial(prog, args.file, target, overrides, knobs, t, budgets)
         if t.status != "pruned":
             t.run_dir = str(out / "trials" / t.id)
-            if "val_split" in settings and t.config and metric.startswith("val_") and t.config["val_split"] == 0:
+            if "val_split" in settings and t.config and metric.startswith("val_") and t.config.get("val_split") == 0:
                 t.status, t.error = "pruned", f"val_split 0 holds out no validation split: no {metric}"
         trials.append(t)
     return Sweep(
@@ -750,6 +980,8 @@ def plan_sweep(args, overrides: dict[str, Any]) -> Sweep:
         scheduler=args.scheduler or "fifo",
         budgets=budgets,
         trials=trials,
+        kind=target.kind,
+        models=target.models,
     )
 
 
@@ -814,6 +1046,8 @@ def load_sweep(out: Path, file: str | None) -> Sweep:
             budgets=doc.get("budgets", {}),
             trials=trials,
             fits=doc.get("fits", 0),
+            kind=doc.get("objective", "classifier"),
+            models=doc.get("models") or {"model": doc["model"]},
         )
     except FileNotFoundError:
         raise UsageError(f"{out} is not a sweep directory (no sweep.json)") from None
@@ -833,12 +1067,12 @@ def load_sweep(out: Path, file: str | None) -> Sweep:
     from . import load
 
     prog = load(spec, name=sweep.spec)
-    knobs = [knob(prog, sweep.model, n) for n in sweep.spaces]
+    knobs = [knob(prog, sweep.target, n) for n in sweep.spaces]
     for t in sweep.trials:
         if t.run_dir is not None:  # where the sweep is now (it may have been moved, or be named from elsewhere)
             t.run_dir = str(out / "trials" / t.id)
         if t.status not in FINAL:
-            check_trial(prog, sweep.spec, sweep.model, sweep.overrides, knobs, t, sweep.budgets)
+            check_trial(prog, sweep.spec, sweep.target, sweep.overrides, knobs, t, sweep.budgets)
             if t.status == "pruned":  # pragma: no cover - the same spec and settings were checked when planned
                 raise UsageError(f"trial {t.id} no longer checks: {t.error}")
     return sweep
@@ -939,7 +1173,7 @@ def _fit(sweep: Sweep, todo: list[Trial], out: Path, ray, tune, cpus: float, gpu
     where = f"Ray at {args.address}" if args.address else f"a local Ray ({have.get('CPU', 0):g} CPUs)"
     pruned = sum(t.status == "pruned" for t in sweep.trials)
     sweep.log(
-        f"sweep {sweep.model}: {len(sweep.trials)} configurations ({sweep.how}), {pruned} pruned; "
+        f"sweep {sweep.target.describe()}: {len(sweep.trials)} configurations ({sweep.how}), {pruned} pruned; "
         f"running {len(todo)} trial{'s' * (len(todo) != 1)} on {where}, {cpus:g} CPU{'s' * (cpus != 1)}"
         + (f" and {gpus:g} GPU{'s' * (gpus != 1)}" if gpus else "")
         + f" per trial → {sweep.out}"
@@ -970,8 +1204,10 @@ def _fit(sweep: Sweep, todo: list[Trial], out: Path, ray, tune, cpus: float, gpu
     if sweep.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        max_t = max(t.config["epochs"] for t in todo)
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=max(max_t, 1), grace_period=1, reduction_factor=2)
+        unit = sweep.unit  # epochs, or a DQN's episodes (its eval_return comes every eval_every episodes: the grace period)
+        max_t = max(t.config[f"{unit}s"] for t in todo)
+        grace = min(todo[0].config.get("eval_every", 1), max_t) if unit == "episode" else 1
+        scheduler = ASHAScheduler(time_attr=unit, max_t=max(max_t, 1), grace_period=max(grace, 1), reduction_factor=2)
     trainable = tune.with_resources(tune.with_parameters(_trainable, plan=plan), {"cpu": cpus, "gpu": gpus})
     tuner = tune.Tuner(
         trainable,
@@ -1031,7 +1267,7 @@ def table(sweep: Sweep):
     best = sweep.best()
     done = sum(t.status == "done" for t in sweep.trials)
     tab = Table(
-        title=f"sweep of {sweep.model} ({sweep.spec}): {len(sweep.trials)} trials, {done} done — {sweep.metric} ({sweep.mode})",
+        title=f"sweep of {sweep.target.describe()} ({sweep.spec}): {len(sweep.trials)} trials, {done} done — {sweep.metric} ({sweep.mode})",
         title_justify="left",
     )
     tab.add_column("trial")
@@ -1039,7 +1275,7 @@ def table(sweep: Sweep):
     for name in sweep.spaces:
         tab.add_column(name, justify="right")
     tab.add_column(sweep.metric, justify="right")
-    tab.add_column("epochs", justify="right")
+    tab.add_column(f"{sweep.unit}s", justify="right")
     tab.add_column("params", justify="right")
     tab.add_column("note", overflow="fold")
     for t in ordered(sweep):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,14 @@ def write(tmp_path):
         return p
 
     return _write
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, tuple[str, list[int], bytes]], dict[str, str]]:
+    """Every tensor of a safetensors file as (dtype, shape, raw bytes), and its metadata: parsed
+    here from the file format, independently of dlspec's and the safetensors package's readers."""
+    raw = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    meta = header.pop("__metadata__", {})
+    body = raw[8 + n :]
+    return {k: (v["dtype"], v["shape"], body[v["data_offsets"][0] : v["data_offsets"][1]]) for k, v in header.items()}, meta

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import read_safetensors
 
 from dlspec import runfiles
 from dlspec.backends.tinygrad import save_safetensors
@@ -77,13 +78,8 @@ def error_lines(err: str) -> list[str]:
 
 
 def tensors(path: Path) -> dict[str, tuple[str, list[int], bytes]]:
-    """Every tensor of a safetensors file as (dtype, shape, raw bytes), read independently."""
-    raw = Path(path).read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    header.pop("__metadata__", None)
-    body = raw[8 + n :]
-    return {k: (v["dtype"], v["shape"], body[v["data_offsets"][0] : v["data_offsets"][1]]) for k, v in header.items()}
+    """Every tensor of a safetensors file as (dtype, shape, raw bytes), parsed independently."""
+    return read_safetensors(path)[0]
 
 
 def snapshot(d: Path) -> dict[str, bytes]:

@@ -46,6 +46,21 @@ def test_objectives_table():
         assert r[4] == e.doc
 
 
+def test_sweep_tables():
+    """docs/sweep.md's metric table lists exactly each objective's registered metrics (name, mode,
+    meaning), and its settings table the settings a sweep of each objective varies."""
+    from dlspec.sweep import train_settings
+
+    rows = table("sweep.md", "### Metrics")
+    assert [(names(r[0]), names(r[1]), r[2], r[3]) for r in rows] == [
+        ([k], [m.name], m.mode, m.doc) for k, e in R.OBJECTIVES.items() for m in e.metrics
+    ]
+    assert all(e.metrics and len({m.name for m in e.metrics}) == len(e.metrics) for e in R.OBJECTIVES.values())
+    assert all(m.mode in ("max", "min") for e in R.OBJECTIVES.values() for m in e.metrics)
+    rows = table("sweep.md", "### Train settings by objective")
+    assert [(names(r[0]), names(r[1])) for r in rows] == [([k], list(train_settings(k))) for k in R.OBJECTIVES]
+
+
 def test_data_sets_table():
     rows = table("training.md", "### Data sets")
     assert [names(r[0]) for r in rows] == [[e.name, *e.aliases] for e in R.DATASETS.values()]

@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import read_safetensors
 
 from dlspec.cli import main
 
@@ -146,13 +147,8 @@ def train(*args: str) -> tuple[str, Path | None]:
 
 
 def tensors(path: Path) -> dict[str, tuple[str, list[int], bytes]]:
-    """Every tensor of a safetensors file as (dtype, shape, raw bytes), parsed here."""
-    raw = Path(path).read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    header.pop("__metadata__", None)
-    body = raw[8 + n :]
-    return {k: (v["dtype"], v["shape"], body[v["data_offsets"][0] : v["data_offsets"][1]]) for k, v in header.items()}
+    """Every tensor of a safetensors file as (dtype, shape, raw bytes), parsed independently."""
+    return read_safetensors(path)[0]
 
 
 def metadata(path: Path) -> dict[str, str]:

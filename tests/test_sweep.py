@@ -1,11 +1,13 @@
 """``dlspec sweep``: spaces, names, the static check of every configuration, and sweeps on Ray Tune.
 
 The fast tests need no Ray: the SPACE grammar, drawing configurations, binding model parameters
-(:meth:`dlspec.api.Program.bind`), pruning (``--dry-run``) and every bad input. The slow ones run
-real sweeps through the command line in a subprocess (Ray is a process-wide runtime): a grid on
-the built-in ``shapes`` data with two configurations that break the shapes, then the same grid
+(:meth:`dlspec.api.Program.bind`), pruning (``--dry-run``) and every bad input — for every
+objective: each one's own settings, metrics and models (a GAN's two). The slow ones run real
+sweeps through the command line in a subprocess (Ray is a process-wide runtime): a grid on the
+built-in ``shapes`` data with two configurations that break the shapes, then the same grid
 interrupted by SIGINT after its first trial and resumed — its results must equal the
-uninterrupted sweep's, trial for trial, and the finished trial is not trained again.
+uninterrupted sweep's, trial for trial, and the finished trial is not trained again; a denoising
+autoencoder's sweep and a DQN's; one GAN trial without Ray, sampled from afterwards.
 """
 
 from __future__ import annotations
@@ -324,10 +326,11 @@ def test_help_lists_the_command():
     r = subprocess.run([sys.executable, "-m", "dlspec", "sweep", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--param NAME=SPACE" in r.stdout and "loguniform:LO:HI" in r.stdout
     assert "--epochs" in r.stdout and "--data" in r.stdout  # every dlspec train override
-    from dlspec.sweep import CLASSIFIER_METRICS
+    from dlspec.registry import OBJECTIVES
 
     text = " ".join(r.stdout.split())
-    assert all(m in text for m in CLASSIFIER_METRICS)  # --metric's choices
+    for name, e in OBJECTIVES.items():  # --metric's choices, per objective, from the registry
+        assert f"{name}: {', '.join(m.name for m in e.metrics)}" in text
 
 
 # ---- one trial, without Ray -------------------------------------------------------------------------
@@ -458,3 +461,468 @@ def test_sigint_stops_cleanly_and_resume_completes(grid, tmp_path):
     # the plan cannot change on resume; a finished sweep resumes to nothing
     r = run_cli("sweep", "--resume", "sw", "--epochs", "2", cwd=tmp_path)
     assert r.returncode == 2 and "--resume continues the sweep as it was planned; --epochs cannot change" in r.stderr
+
+
+# ---- every objective: names, metrics and plans (no Ray) ----------------------------------------------
+
+AE = """\
+model AE(hidden = 16) {
+  input image: [1, 28, 28]
+  flatten
+  dense hidden -> relu
+  dense 784 -> sigmoid
+  reshape [1, 28, 28]
+}
+
+train autoencoder AE {
+  data shapes limit 200
+  loss bce
+  optimizer adam lr 0.003
+  batch 20
+  epochs 1
+  seed 0
+}
+"""
+
+VAE = """\
+model V(latent = 4) {
+  input image: [1, 28, 28]
+  h = image -> flatten -> dense 16 -> tanh
+  mu = h -> dense latent as mu
+  logvar = h -> dense latent as logvar
+  z = (mu, logvar) -> sample
+  recon = z -> dense 784 -> sigmoid -> reshape [1, 28, 28]
+  output recon, mu, logvar
+}
+
+train vae V {
+  data shapes limit 200
+  latent 4
+  batch 20
+  epochs 1
+}
+"""
+
+GAN = """\
+model G(latent = 8, width = 16, side = 28) {
+  input z: [latent]
+  dense width -> relu
+  dense (side * side) -> tanh
+  reshape [1, side, side]
+}
+
+model D(width = 16) {
+  input image: [1, 28, 28]
+  flatten -> dense width -> leaky_relu 0.2
+  dense 1
+}
+
+train gan generator G, discriminator D {
+  data shapes limit 200
+  noise 1.0 dim 8
+  batch 20
+  epochs 1
+  seed 0
+}
+"""
+
+DQN = """\
+model Q(hidden = 16) {
+  input observation: [4]
+  dense hidden -> relu
+  dense 2
+}
+
+train dqn Q {
+  env cartpole
+  optimizer adam lr 0.001
+  buffer 1000
+  target_update 50
+  epsilon 1.0 end 0.05 decay 200
+  warmup 64
+  batch 32
+  episodes 20
+  seed 0
+}
+"""
+
+SPECS = {"classifier": SPEC, "autoencoder": AE, "vae": VAE, "gan": GAN, "dqn": DQN}
+
+
+def gan_params(latent: int, gw: int, dw: int, side: int = 28) -> int:
+    """G's and D's parameter counts by hand (dense layers: inputs × outputs + outputs)."""
+    g = latent * gw + gw + gw * side * side + side * side
+    d = 784 * dw + dw + dw + 1
+    return g + d
+
+
+@pytest.fixture
+def specs(tmp_path) -> dict[str, Path]:
+    out = {}
+    for kind, text in SPECS.items():
+        out[kind] = tmp_path / f"{kind}.dl"
+        out[kind].write_text(text, encoding="utf-8")
+    return out
+
+
+def target_of(kind: str):
+    from dlspec.sweep import Target
+    from dlspec.train import resolve
+
+    prog = dlspec.load(SPECS[kind], name=f"{kind}.dl")
+    cfg = resolve(prog, f"{kind}.dl", None, {}, objectives=True)
+    assert cfg.kind == kind
+    return prog, Target.of(cfg), cfg
+
+
+@pytest.mark.parametrize(
+    "kind, name, what, key, type_",
+    [
+        ("autoencoder", "noise", "setting", "noise", float),
+        ("autoencoder", "hidden", "param", "AE.hidden", None),
+        ("autoencoder", "limit", "setting", "limit", int),
+        ("vae", "beta", "setting", "beta", float),  # the VAE's β, not FTRL's option of that name
+        ("vae", "latent", "param", "V.latent", None),  # the model parameter shadows the setting
+        ("gan", "generator.width", "param", "G.width", None),
+        ("gan", "discriminator.width", "param", "D.width", None),
+        ("gan", "D.width", "param", "D.width", None),
+        ("gan", "latent", "param", "G.latent", None),  # only the generator has it
+        ("gan", "d_lr", "setting", "d_lr", float),
+        ("gan", "g_optimizer", "setting", "g_optimizer", str),
+        ("gan", "label_smoothing", "setting", "label_smoothing", float),
+        ("gan", "beta1", "option", "beta1", float),
+        ("dqn", "gamma", "setting", "gamma", float),
+        ("dqn", "epsilon", "setting", "epsilon", float),
+        ("dqn", "target_update", "setting", "target_update", int),
+        ("dqn", "episodes", "setting", "episodes", int),
+        ("dqn", "max_steps", "setting", "max_steps", int),
+        ("classifier", "val_split", "setting", "val_split", float),
+        ("classifier", "beta", "option", "beta", float),  # FTRL's
+    ],
+)
+def test_names_are_the_objectives_own(kind, name, what, key, type_):
+    from dlspec.sweep import knob
+
+    prog, target, _ = target_of(kind)
+    k = knob(prog, target, name)
+    assert (k.what, k.key, k.type) == (what, key, type_)
+
+
+def test_settings_come_from_the_registry():
+    from dlspec.registry import OBJECTIVES
+    from dlspec.sweep import SETTING_FIELDS, train_settings
+
+    for kind, e in OBJECTIVES.items():
+        if e.settings is None:
+            continue
+        names = set(train_settings(kind))
+        # every setting of the objective is reachable (but the devices and the data set itself)
+        for setting in e.settings:
+            fields = SETTING_FIELDS.get(setting, (setting,))
+            assert set(fields) <= names, (kind, setting)
+        assert names <= {f for s in e.settings for f in SETTING_FIELDS.get(s, (s,))}, kind
+    assert "noise" in train_settings("autoencoder") and "noise" not in train_settings("vae")
+    assert {"d_lr", "g_lr", "d_optimizer", "g_optimizer"} <= set(train_settings("gan"))
+    assert "epochs" not in train_settings("dqn") and "limit" not in train_settings("dqn")
+
+
+@pytest.mark.parametrize(
+    "kind, name, message",
+    [
+        ("autoencoder", "nosie", "--param nosie: AE has no parameter 'nosie' and it is no train setting — did you mean 'noise'?"),
+        ("vae", "bta", "did you mean 'beta'?"),
+        (
+            "gan",
+            "width",
+            "--param width: the generator G and the discriminator D both have a parameter 'width';"
+            " give generator.width or discriminator.width",
+        ),
+        ("gan", "generator.widht", "--param generator.widht: model 'G' has no parameter 'widht' — did you mean 'width'?"),
+        ("gan", "schedule", "--param schedule: the setting 'schedule' does not apply to 'train gan'; its settings: limit, loss,"),
+        ("dqn", "epochs", "--param epochs: the setting 'epochs' does not apply to 'train dqn'; its settings: loss, optimizer, lr,"),
+        ("dqn", "gama", "did you mean 'gamma'?"),
+        ("classifier", "noise", "--param noise: the setting 'noise' does not apply to a classifier"),
+        ("dqn", "hiddn", "--param hiddn: Q has no parameter 'hiddn' and it is no train setting — did you mean 'hidden'?"),
+    ],
+)
+def test_unknown_names_per_objective(kind, name, message):
+    from dlspec.sweep import knob
+
+    prog, target, _ = target_of(kind)
+    with pytest.raises(UsageError) as e:
+        knob(prog, target, name)
+    assert message in e.value.diagnostics[0].message
+
+
+@pytest.mark.parametrize(
+    "kind, default, mode, other",
+    [
+        ("classifier", "val_acc", "max", "test_mse"),
+        ("autoencoder", "test_mse", "min", "val_acc"),
+        ("vae", "test_loss", "min", "test_mse"),
+        ("gan", "train_g_loss", "min", "test_loss"),
+        ("dqn", "eval_return", "max", "val_acc"),
+    ],
+)
+def test_metrics_are_the_registrys(kind, default, mode, other):
+    from dlspec.registry import OBJECTIVES
+    from dlspec.sweep import check_metric, metrics_of
+
+    _, _, cfg = target_of(kind)
+    assert check_metric(None, None, cfg) == (default, mode)
+    names = [m.name for m in OBJECTIVES[kind].metrics if m.name != "val_top5"]  # the classifier's: with `metrics top5`
+    assert list(metrics_of(cfg)) == names
+    for m in OBJECTIVES[kind].metrics:
+        if m.name in names:
+            assert check_metric(m.name, None, cfg) == (m.name, m.mode)
+    assert check_metric(names[-1], "max", cfg) == (names[-1], "max")  # --mode wins
+    with pytest.raises(UsageError, match=f"--metric {other}: not a metric"):
+        check_metric(other, None, cfg)
+    with pytest.raises(UsageError, match=f"did you mean '{default}'"):
+        check_metric(default[:-1] + default[-1] * 2, None, cfg)
+
+
+def dry_run(*args: str) -> dict:
+    code, out, err = run_main("sweep", *args, "--dry-run", "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_autoencoder_plan(specs):
+    doc = dry_run(str(specs["autoencoder"]), "--param", "noise=0,0.1", "--param", "hidden=8,16", "--max-params", "20K")
+    assert (doc["objective"], doc["models"], doc["metric"], doc["mode"]) == ("autoencoder", {"model": "AE"}, "test_mse", "min")
+    by = {(t["settings"]["noise"], t["settings"]["hidden"]): t for t in doc["trials"]}
+    for noise in (0.0, 0.1):
+        assert by[noise, 8]["status"] == "pending" and by[noise, 8]["params"] == 784 * 8 + 8 + 8 * 784 + 784
+        assert by[noise, 16]["status"] == "pruned" and "over the budget --max-params 20,000" in by[noise, 16]["error"]
+    code, out, err = run_main("sweep", str(specs["autoencoder"]), "--param", "noise=0,0.1", "--dry-run", "--json", "--limit", "100")
+    assert code == 0, err
+    assert all(t["status"] == "pending" for t in json.loads(out)["trials"])
+
+
+def test_vae_latent_follows_the_model(specs):
+    """``latent 4`` states mu's size: a trial that binds the model's latent is checked with its own."""
+    doc = dry_run(str(specs["vae"]), "--param", "latent=2,4", "--param", "beta=0.5,1")
+    assert doc["metric"] == "test_loss" and all(t["status"] == "pending" for t in doc["trials"])
+    from dlspec.sweep import Target, Trial, check_trial, knob
+
+    prog = dlspec.load(specs["vae"])
+    target = Target("vae", {"model": "V"})
+    knobs = [knob(prog, target, "latent"), knob(prog, target, "beta")]
+    t = check_trial(prog, "vae.dl", target, {}, knobs, Trial("000", {"latent": 2, "beta": 0.5}), {})
+    assert t.status == "pending" and (t.config["latent"], t.config["beta"], t.config["params"]) == (2, 0.5, {"V.latent": 2})
+
+
+def test_gan_plan_both_models(specs):
+    doc = dry_run(
+        str(specs["gan"]),
+        "--param", "generator.width=8,16",
+        "--param", "D.width=4",
+        "--param", "G.side=14,28",
+        "--param", "d_lr=1e-4,3e-4",
+        "--param", "beta1=0.5",
+        "--max-params", "15K",
+    )  # fmt: skip
+    assert (doc["objective"], doc["models"]) == ("gan", {"generator": "G", "discriminator": "D"})
+    assert (doc["model"], doc["metric"], doc["mode"]) == ("G", "train_g_loss", "min")
+    trials = doc["trials"]
+    assert len(trials) == 8
+    for t in trials:
+        s = t["settings"]
+        if s["G.side"] == 14:  # G makes [1, 14, 14], D takes [1, 28, 28]: pruned at the train section
+            assert t["status"] == "pruned" and t["run_dir"] is None
+            assert (
+                t["error"]
+                == f"{specs['gan']}:14:1: error: 'train gan': the generator G makes (1, 14, 14) but the discriminator D takes (1, 28, 28)"
+            )
+            continue
+        assert t["params"] == gan_params(8, s["generator.width"], 4)
+        if t["params"] > 15_000:
+            assert t["status"] == "pruned" and t["error"].startswith("G + D have ")
+            continue
+        assert t["status"] == "pending", t
+    assert sum(t["status"] == "pending" for t in trials) == 2  # generator.width 8 (10,273 params with D), both d_lr
+    from dlspec.sweep import Target, Trial, check_trial, knob
+
+    prog = dlspec.load(specs["gan"])
+    target = Target("gan", {"generator": "G", "discriminator": "D"})
+    names = ["generator.width", "d_lr", "beta1", "noise"]
+    knobs = [knob(prog, target, n) for n in names]
+    t = check_trial(prog, "gan.dl", target, {}, knobs, Trial("000", {"generator.width": 8, "d_lr": 3e-4, "beta1": 0.9, "noise": 0.5}), {})
+    c = t.config
+    assert t.status == "pending" and c["params"] == {"G.width": 8}
+    assert (c["d_lr"], c["g_lr"], c["noise"], c["noise_dim"]) == (3e-4, 2e-4, 0.5, 8)
+    assert c["d_optimizer_options"] == c["g_optimizer_options"] == {"beta1": 0.9}  # an option goes to both optimizers
+    # a generator whose z changes size: `noise … dim 8` follows it
+    t = check_trial(prog, "gan.dl", target, {}, [knob(prog, target, "latent")], Trial("001", {"latent": 4}), {})
+    assert t.status == "pending" and t.config["noise_dim"] == 4 and t.config["params"] == {"G.latent": 4}
+    # an optimizer option the discriminator's optimizer does not take
+    t = check_trial(
+        prog, "gan.dl", target, {}, [knob(prog, target, "d_optimizer"), knob(prog, target, "momentum")],
+        Trial("002", {"d_optimizer": "adam", "momentum": 0.9}), {},
+    )  # fmt: skip
+    assert t.status == "pruned" and t.error.startswith("the discriminator's optimizer adam takes no option 'momentum'")
+
+
+def test_dqn_plan_episodes_for_every_trial(specs):
+    doc = dry_run(
+        str(specs["dqn"]),
+        "--param", "hidden=8,16",
+        "--param", "gamma=0.9,1.5",
+        "--param", "epsilon=1.0,0.01",
+        "--episodes", "3",
+    )  # fmt: skip
+    assert (doc["objective"], doc["metric"], doc["mode"], doc["overrides"]) == ("dqn", "eval_return", "max", {"episodes": 3})
+    for t in doc["trials"]:
+        s = t["settings"]
+        assert t["params"] == 4 * s["hidden"] + s["hidden"] + s["hidden"] * 2 + 2
+        if s["epsilon"] == 0.01:  # the spec's ε ends at 0.05: it cannot fall from 0.01
+            assert t["status"] == "pruned" and "epsilon must fall from ≤ 1 to ≥ 0: got 0.01 → 0.05" in t["error"]
+        elif s["gamma"] == 1.5:
+            assert t["status"] == "pruned" and "gamma: Input should be less than or equal to 1 (got 1.5)" in t["error"]
+        else:
+            assert t["status"] == "pending"
+    from dlspec.sweep import Target, Trial, check_trial, knob
+
+    prog = dlspec.load(specs["dqn"])
+    target = Target("dqn", {"model": "Q"})
+    knobs = [knob(prog, target, n) for n in ("hidden", "epsilon_decay", "target_update")]
+    t = check_trial(
+        prog, "dqn.dl", target, {"episodes": 3}, knobs, Trial("000", {"hidden": 8, "epsilon_decay": 50, "target_update": 10}), {}
+    )
+    c = t.config
+    assert t.status == "pending" and (c["episodes"], c["epsilon_decay"], c["target_update"], c["params"]) == (3, 50, 10, {"Q.hidden": 8})
+
+
+@pytest.mark.parametrize(
+    "kind, args, message",
+    [
+        ("dqn", ["--param", "hidden=8", "--epochs", "2"], "--epochs does not apply to 'train dqn'"),
+        ("dqn", ["--param", "hidden=8", "--episodes", "0"], "--episodes must be positive, got 0"),
+        ("dqn", ["--param", "env=cartpole,breakout"], "unknown environment 'breakout'; environments: cartpole"),
+        (
+            "dqn",
+            ["--param", "hidden=8", "--metric", "val_acc"],
+            "--metric val_acc: not a metric 'train dqn' runs report; metrics: eval_return",
+        ),
+        (
+            "autoencoder",
+            ["--param", "hidden=8", "--episodes", "3"],
+            "--episodes applies to 'train dqn' only; AE's section is 'train autoencoder'",
+        ),
+        ("autoencoder", ["--param", "loss=mse,cross_entropy"], "'train autoencoder' cannot use loss 'cross_entropy'; one of mse, bce,"),
+        ("autoencoder", ["--param", "noise=low"], "noise takes numbers, not 'low'"),
+        ("vae", ["--param", "latent=2", "--metric", "test_mse"], "--metric test_mse: not a metric 'train vae' runs report"),
+        (
+            "gan",
+            ["--param", "lr=1e-3", "--param", "g_lr=1e-4"],
+            "--param lr sets both d_lr and g_lr of a GAN, and --param g_lr one of them",
+        ),
+        (
+            "gan",
+            ["--param", "generator.width=8", "--param", "G.width=16"],
+            "--param generator.width and --param G.width set the same parameter G.width",
+        ),
+        ("gan", ["--param", "d_optimizer=adam,adamm"], "unknown optimizer 'adamm' — did you mean 'adam'?"),
+        ("gan", ["--param", "width=8"], "give generator.width or discriminator.width"),
+        (
+            "classifier",
+            ["--param", "k=2", "--episodes", "3"],
+            "--episodes applies to 'train dqn' only; Net's section is 'train classifier'",
+        ),
+    ],
+)
+def test_bad_input_per_objective(specs, kind, args, message):
+    code, out, err = run_main("sweep", str(specs[kind]), *args, "--dry-run")
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("dlspec: error:")]
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_resume_refuses_episodes(tmp_path):
+    code, _, err = run_main("sweep", "--resume", str(tmp_path), "--episodes", "5")
+    assert code == 2 and "--episodes cannot change" in err
+
+
+# ---- every objective: trials --------------------------------------------------------------------------
+
+
+def lines_of(run_dir: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_autoencoder_sweep_on_ray(tmp_path):
+    """A denoising autoencoder's sweep end to end: two noise levels, one short epoch each; the
+    value of each trial is the lowest test_mse of its metrics.jsonl (read here independently)."""
+    pytest.importorskip("ray")
+    from dlspec.registry import OBJECTIVES
+
+    (tmp_path / "ae.dl").write_text(AE, encoding="utf-8")
+    r = run_cli("sweep", "ae.dl", "--param", "noise=0,0.3", "--out", "sw", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["complete"] and doc["counts"] == {"done": 2} and (doc["metric"], doc["mode"]) == ("test_mse", "min")
+    reported = {m.name for m in OBJECTIVES["autoencoder"].metrics}
+    for t in doc["trials"]:
+        run = tmp_path / t["run_dir"]
+        lines = lines_of(run)
+        assert t["value"] == min(ln["test_mse"] for ln in lines) and t["epochs"] == len(lines) == 1
+        assert json.loads((run / "config.json").read_text())["noise"] == t["settings"]["noise"]
+        assert set(t["metrics"]) - {"epoch", "step", "seconds", "samples_per_s"} == reported  # what the registry lists
+        assert (run / "summary.json").is_file() and (run / "recon.png").is_file()
+    best = min(doc["trials"], key=lambda t: t["value"])
+    assert doc["best"]["trial"] == best["trial"]
+    assert "[2/2] trial" in r.stderr and "test_mse" in r.stderr and "after 1 epoch" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_dqn_sweep_on_ray(tmp_path):
+    """A DQN's sweep: --episodes for every trial, the value the best greedy evaluation return, the
+    final evaluation of the best weights kept as the trial's ``test``."""
+    pytest.importorskip("ray")
+    pytest.importorskip("gymnasium")
+    (tmp_path / "q.dl").write_text(DQN, encoding="utf-8")
+    r = run_cli("sweep", "q.dl", "--param", "hidden=8,16", "--episodes", "3", "--out", "sw", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["complete"] and doc["counts"] == {"done": 2} and (doc["metric"], doc["mode"]) == ("eval_return", "max")
+    for t in doc["trials"]:
+        run = tmp_path / t["run_dir"]
+        lines = lines_of(run)
+        assert [ln["episode"] for ln in lines] == [1, 2, 3] and t["epochs"] == 3
+        assert t["value"] == max(ln["eval_return"] for ln in lines if "eval_return" in ln)
+        final = json.loads((run / "eval.json").read_text())
+        assert t["test"]["eval_mean_return"] == final["mean"] and t["test"]["eval_episodes"] == final["episodes"]
+        assert json.loads((run / "config.json").read_text())["episodes"] == 3
+    assert "after 3 episodes" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_gan_trial_and_its_samples(tmp_path):
+    """One GAN trial without Ray: both models' parameters bound, every epoch reported, and
+    ``dlspec sample`` on its weights binds them again (the spec's widths would not fit)."""
+    from dlspec.sweep import Target, Trial, check_trial, knob
+
+    spec = tmp_path / "gan.dl"
+    spec.write_text(GAN, encoding="utf-8")
+    prog = dlspec.load(spec)
+    target = Target("gan", {"generator": "G", "discriminator": "D"})
+    knobs = [knob(prog, target, n) for n in ("generator.width", "discriminator.width", "noise")]
+    t = check_trial(
+        prog, str(spec), target, {"epochs": 2}, knobs, Trial("000", {"generator.width": 8, "discriminator.width": 4, "noise": 0.5}), {}
+    )
+    assert t.status == "pending", t.error
+    reports: list[dict] = []
+    final = run_trial(spec, tmp_path / "t", t.config, reports.append)
+    lines = lines_of(tmp_path / "t")
+    assert [flat(r) for r in lines[:1]] == reports and final == {**flat(lines[1]), "dlspec_status": "done"}
+    assert {"train_g_loss", "test_d_acc", "train_d_loss", "train_d_acc", "train_d_real", "train_d_fake"} <= set(final)
+    cfg = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert cfg["params"] == {"G.width": 8, "D.width": 4} and cfg["noise"] == 0.5
+    out = tmp_path / "g.png"
+    code, _, err = run_main("sample", str(spec), "--weights", str(tmp_path / "t" / "last.safetensors"), "-n", "4", "-o", str(out))
+    assert code == 0, err
+    assert out.is_file()

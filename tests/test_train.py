@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import read_safetensors
 
 import dlspec
 from dlspec.cli import main
@@ -63,12 +63,7 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
 
 def tensors(path: Path) -> tuple[dict[str, tuple[str, list[int], bytes]], dict[str, str]]:
     """Every tensor of a safetensors file as (dtype, shape, raw bytes), and its metadata."""
-    raw = Path(path).read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    meta = header.pop("__metadata__", {})
-    body = raw[8 + n :]
-    return {k: (v["dtype"], v["shape"], body[v["data_offsets"][0] : v["data_offsets"][1]]) for k, v in header.items()}, meta
+    return read_safetensors(path)
 
 
 def f32(entry) -> np.ndarray:

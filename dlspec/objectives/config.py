@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import Diagnostic, Note, UsageError
 from ..registry import OBJECTIVES
-from ..train import TrainError, data_setting, optimizer_setting, section_placement
+from ..train import TrainError, _pydantic_message, data_setting, optimizer_setting, section_placement
 
 #: settings each objective takes (beyond these, a setting is an error at its span): :data:`dlspec.registry.OBJECTIVES`
 ALLOWED: dict[str, tuple[str, ...]] = {name: e.settings for name, e in OBJECTIVES.items() if e.settings is not None}
@@ -28,7 +28,8 @@ NOT_FOR = {"schedule", "val_split"}
 
 
 class ObjectiveConfig(BaseModel):
-    """A ``train autoencoder|vae|gan|dqn`` run: the spec's section plus command-line overrides."""
+    """A ``train autoencoder|vae|gan|dqn`` run: the spec's section plus command-line overrides
+    (the ranges are the spec's: a value given on the command line or by a sweep is held to them too)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -39,47 +40,50 @@ class ObjectiveConfig(BaseModel):
     data: str = "shapes"
     data_options: dict[str, Any] = {}
     data_dir: str | None = None
-    limit: int | None = None
+    limit: int | None = Field(None, ge=1)
     loss: str = "mse"
     loss_options: dict[str, Any] = {}
     optimizer: str = "adam"
     optimizer_options: dict[str, Any] = {}
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    clip: float | None = None
-    batch: int = 64
-    epochs: int = 10
-    max_steps: int | None = None
-    seed: int = 0
+    lr: float = Field(1e-3, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    clip: float | None = Field(None, gt=0)
+    batch: int = Field(64, ge=1)
+    epochs: int = Field(10, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    seed: int = Field(0, ge=0)
     device: str | None = None
     devices: list[str] | None = None  # data parallel on these (each batch split across them)
     sync_bn: bool = False  # batch norm with the whole batch's statistics across the devices
     # autoencoder: σ of the Gaussian input noise (denoising); gan: σ of z
-    noise: float = 0.0
-    noise_dim: int | None = None
+    noise: float = Field(0.0, ge=0)
+    noise_dim: int | None = Field(None, ge=1)
     # vae
-    latent: int | None = None
-    beta: float = 1.0
+    latent: int | None = Field(None, ge=1)
+    beta: float = Field(1.0, ge=0)
     # gan
-    label_smoothing: float = 0.0
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     d_optimizer: str = "adam"
     d_optimizer_options: dict[str, Any] = {}
-    d_lr: float = 2e-4
+    d_lr: float = Field(2e-4, ge=0)
     g_optimizer: str = "adam"
     g_optimizer_options: dict[str, Any] = {}
-    g_lr: float = 2e-4
+    g_lr: float = Field(2e-4, ge=0)
     # dqn
     env: str = "cartpole"
-    gamma: float = 0.99
-    buffer: int = 10000
-    target_update: int = 100
-    epsilon: float = 1.0
-    epsilon_end: float = 0.05
-    epsilon_decay: int = 1000
-    episodes: int = 300
-    warmup: int = 500
-    eval_every: int = 10
-    eval_episodes: int = 100
+    gamma: float = Field(0.99, ge=0, le=1)
+    buffer: int = Field(10000, ge=1)
+    target_update: int = Field(100, ge=1)
+    epsilon: float = Field(1.0, ge=0, le=1)
+    epsilon_end: float = Field(0.05, ge=0, le=1)
+    epsilon_decay: int = Field(1000, ge=1)
+    episodes: int = Field(300, ge=1)
+    warmup: int = Field(500, ge=0)
+    eval_every: int = Field(10, ge=1)
+    eval_episodes: int = Field(100, ge=1)
+    #: model and block parameters bound for this run (``{"DEF.NAME": value}``): a ``dlspec sweep``
+    #: trial's; ``--resume`` binds them again
+    params: dict[str, Any] = {}
 
 
 def _err(message: str, span, notes: list[Note] | None = None, help: str | None = None) -> TrainError:
@@ -164,8 +168,8 @@ def resolve(prog, spec_path: str, section, overrides: dict[str, Any]) -> Objecti
             raise UsageError(f"--{key.replace('_', '-')} does not apply to 'train dqn' (it learns from its environment; use --episodes)")
         if kind != "dqn" and key == "episodes":
             raise UsageError("--episodes applies to 'train dqn' only (use --epochs)")
-        if key == "optimizer" and value != cfg.get("optimizer"):
-            cfg["optimizer_options"] = {}
+        if key in ("optimizer", "d_optimizer", "g_optimizer") and value != cfg.get(key, ObjectiveConfig.model_fields[key].default):
+            cfg[f"{key}_options"] = {}  # another optimizer does not inherit the spec's options for the old one
         cfg[key] = value
         if kind == "gan" and key in ("lr", "optimizer"):
             for r in ("d", "g"):
@@ -173,11 +177,19 @@ def resolve(prog, spec_path: str, section, overrides: dict[str, Any]) -> Objecti
                     cfg[f"{r}_lr"] = value
                 else:
                     cfg[f"{r}_optimizer"], cfg[f"{r}_optimizer_options"] = value, {}
+    if overrides.get("epsilon") is not None or overrides.get("epsilon_end") is not None:
+        fields = ObjectiveConfig.model_fields
+        eps = cfg.get("epsilon", fields["epsilon"].default)
+        if overrides.get("epsilon_end") is None and ("epsilon" not in s or "end" not in s["epsilon"].options):
+            cfg["epsilon_end"] = min(eps, fields["epsilon_end"].default)  # as in the spec: the end defaults to min(ε, 0.05)
+        end = cfg.get("epsilon_end", fields["epsilon_end"].default)
+        if not 0 <= end <= eps <= 1:
+            raise UsageError(f"bad training configuration: epsilon must fall from ≤ 1 to ≥ 0: got {eps} → {end}")
     cfg.update(section_placement(s, overrides))
     try:
         out = ObjectiveConfig(**cfg)
     except Exception as e:  # noqa: BLE001 - pydantic's message names the field
-        raise UsageError(f"bad training configuration: {e}") from None
+        raise UsageError(f"bad training configuration: {_pydantic_message(e)}") from None
     check_models(prog, out, section.span)
     return out
 

@@ -5,7 +5,8 @@ its ``train vae`` model's decoder — the layers after the ``sample`` step, run 
 ``--model`` names another one: a model with a ``sample`` step (decoded the same way) or a model
 with one vector input z (e.g. vae.dl's ``Generator``, which shares the VAE's ``decoder`` names).
 Weights come from a run (``last.safetensors``/``best.safetensors``: the ``generator.`` or ``model.``
-keys) or a plain ``net.save`` file; only the keys the generator needs are read.
+keys) or a plain ``net.save`` file; only the keys the generator needs are read. The weights of a
+``dlspec sweep`` trial are of the models its parameters make: those in its ``config.json`` are bound.
 """
 
 from __future__ import annotations
@@ -55,14 +56,15 @@ def _weights_for(net, path: Path) -> dict:
 
 
 def generate(
-    prog, model: str | None, weights: Path, n: int = 64, seed: int = 0, device: str | None = None
+    prog, model: str | None, weights: Path, n: int = 64, seed: int = 0, device: str | None = None, sigma: float | None = None
 ) -> tuple[np.ndarray, tuple[float, float]]:
-    """``n`` generated samples (NumPy) and their value range."""
+    """``n`` generated samples (NumPy) and their value range (``sigma``: σ of z, default the spec's)."""
     from tinygrad import Tensor
 
     from .common import assign_weights, decode, latent_size, output_range
 
-    name, sigma = _choose(prog, model)
+    name, spec_sigma = _choose(prog, model)
+    sigma = spec_sigma if sigma is None else sigma
     net = prog.build(name, device=device, seed=seed)
     has_sample = any(nd.op == "sample" for nd in net.graph.nodes)
     if has_sample:
@@ -81,6 +83,17 @@ def generate(
     return out.numpy(), output_range(net.graph, rng_node)
 
 
+def _run_beside(weights: Path) -> dict:
+    """The ``config.json`` of the run directory holding ``weights`` (empty if it is none)."""
+    import json
+
+    try:
+        cfg = json.loads((weights.parent / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
 def run(args) -> int:
     from .. import load
     from .common import save_grid
@@ -88,7 +101,14 @@ def run(args) -> int:
     if args.n < 1:
         raise UsageError(f"-n must be positive, got {args.n}")
     prog = load(Path(args.file))
-    x, value_range = generate(prog, args.model, Path(args.weights), args.n, args.seed, args.device)
+    run_cfg = _run_beside(Path(args.weights))
+    params, sigma = run_cfg.get("params"), None
+    if isinstance(params, dict) and params:  # a sweep trial's model parameters: the weights are of the models they make
+        prog = prog.bind(params)
+    models = run_cfg.get("models") if isinstance(run_cfg.get("models"), dict) else {}
+    if run_cfg.get("kind") == "gan" and args.model in (None, models.get("generator")) and isinstance(run_cfg.get("noise"), (int, float)):
+        sigma = float(run_cfg["noise"])  # the run's σ of z (a sweep trial's may not be the spec's)
+    x, value_range = generate(prog, args.model, Path(args.weights), args.n, args.seed, args.device, sigma=sigma)
     out = save_grid(Path(args.output), x, value_range)
     print(f"wrote {out} ({args.n} samples)", file=sys.stderr)
     return 0
