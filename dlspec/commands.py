@@ -69,6 +69,21 @@ def _devices(text: str) -> list[str] | int:
     return names
 
 
+def _dataset(text: str) -> str:
+    """``--data``: a data set the registry knows (a name or an alias, as a spec's ``data``), else a
+    usage error with a did-you-mean; whether its files are here is checked when it is loaded."""
+    import argparse
+
+    from .errors import suggest
+    from .registry import DATASETS, dataset
+
+    if dataset(text) is None:
+        names = [n for e in DATASETS.values() for n in (e.name, *e.aliases)]
+        hint = suggest(text.strip().lower(), names) or f" (data sets: {DATASETS.help()})"
+        raise argparse.ArgumentTypeError(f"unknown data set {text!r}{hint}")
+    return text
+
+
 def _compile_args(p) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--model", help="the model to compile (default: every model of the file)")
@@ -301,7 +316,9 @@ def _train_overrides(p) -> None:
     from . import registry
 
     g = p.add_argument_group("overrides of the spec's train section")
-    g.add_argument("--data", help="data set: " + ", ".join(n for n, e in registry.DATASETS.items() if e.source != "unavailable"))
+    g.add_argument(
+        "--data", type=_dataset, help="data set: " + ", ".join(n for n, e in registry.DATASETS.items() if e.source != "unavailable")
+    )
     g.add_argument("--data-dir", dest="data_dir", help="directory with the data set's files")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch", type=int)
@@ -358,7 +375,7 @@ def _eval_args(p) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--weights", required=True, help="a .safetensors file (a run's best/last, or net.save) or a PyTorch .pt/.pth state dict")
     p.add_argument("--model")
-    p.add_argument("--data")
+    p.add_argument("--data", type=_dataset)
     p.add_argument("--data-dir", dest="data_dir")
     p.add_argument("--name-map", dest="name_map", metavar="FILE", help="rename the weights file's keys: lines 'FILE_NAME SPEC_NAME'")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])

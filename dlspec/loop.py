@@ -511,8 +511,12 @@ def train_command(args, prog, cfg, run_dir: Path | None = None, resume: bool = F
     if run_dir is None:
         if cfg.kind == "classifier":
             from .backends.tinygrad import check_device
+            from .train import SpecPlaces
 
-            check_device(cfg.device)  # a bad --device fails before a run directory is made
+            try:
+                check_device(cfg.device)  # a bad --device fails before a run directory is made
+            except UsageError as e:  # at the spec's line when the spec named it
+                raise SpecPlaces(prog, cfg).error(e.diagnostics[0].message, "device", "devices", cli=UsageError) from None
         check_placement(prog, cfg)  # so do bad --devices and a batch they cannot share
         run_dir = start_run_dir(Path(args.out), cfg.model, args.file, cfg.model_dump_json(indent=2))
     quiet = args.quiet or args.json or not sys.stderr.isatty()

@@ -90,12 +90,17 @@ def _duration(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
+def devices_text(device: Any) -> str:
+    """A summary's ``device`` for a title: ``CPU``, or ``CPU, CPU:1`` for a data-parallel run's list."""
+    return ", ".join(map(str, device)) if isinstance(device, (list, tuple)) else str(device)
+
+
 def final_table(summary: dict) -> Any:
     """Train, validation and test metrics as a rich table."""
     from rich.table import Table
 
     epochs = summary["epochs"]
-    title = f"{summary['model']}: {epochs} epoch{'s' * (epochs != 1)}, {summary['steps']:,} steps, {_duration(summary['wall_seconds'])} on {summary['device']}"
+    title = f"{summary['model']}: {epochs} epoch{'s' * (epochs != 1)}, {summary['steps']:,} steps, {_duration(summary['wall_seconds'])} on {devices_text(summary['device'])}"
     t = Table(title=title, title_justify="left", min_width=len(title))
     t.add_column("split")
     t.add_column("loss", justify="right")

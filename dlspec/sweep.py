@@ -521,6 +521,11 @@ def check_trial(
         from .train import _pydantic_message
 
         return pruned(f"bad training configuration: {_pydantic_message(e)}")
+    devices = getattr(cfg, "devices", None)
+    if devices and cfg.batch % len(devices):  # as dlspec.loop.check_placement refuses it when the trial starts
+        return pruned(
+            f"batch {cfg.batch} does not divide across {len(devices)} devices ({', '.join(devices)}): each device takes an equal share of every batch"
+        )
     trial.config = cfg.model_dump(mode="json")
     return trial
 
@@ -1148,7 +1153,7 @@ def run_on_ray(sweep: Sweep, todo: list[Trial], args, ray, tune) -> int:
             else:
                 ray.init(
                     address="local",
-                    num_cpus=max(os.cpu_count() or 1, math.ceil(cpus)),
+                    num_cpus=os.cpu_count() or 1,  # the machine's: a trial asking for more is refused (_fit)
                     num_gpus=None if gpus else 0,
                     log_to_driver=False,
                     logging_level=logging.ERROR,

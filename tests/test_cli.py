@@ -176,3 +176,22 @@ def test_fmt_syntax_error_exit_1(write):
     assert r.returncode == 1
     assert r.stderr.startswith("bad.dl:2:10: error: stray ','")
     assert p.read_text() == "model M {\n  dense 2,\n}\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "good.dl", "--data", "mnst"],
+        ["eval", "good.dl", "--weights", "w.safetensors", "--data", "mnst"],
+        ["sweep", "good.dl", "--param", "lr=0.1,0.2", "--data", "mnst", "--dry-run"],
+    ],
+    ids=["train", "eval", "sweep"],
+)
+def test_unknown_data_set_on_the_command_line_is_a_usage_error(write, args):
+    """``--data`` is checked as the command line is read (not once a run or a sweep's trial started):
+    exit code 2, one line with a did-you-mean, nothing made."""
+    p = write("good.dl", GOOD)
+    r = run_dlspec(*args, cwd=p.parent)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[-1] == "dlspec: error: argument --data: unknown data set 'mnst' — did you mean 'mnist'?"
+    assert sorted(x.name for x in p.parent.iterdir()) == ["good.dl"]

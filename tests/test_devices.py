@@ -409,6 +409,17 @@ def test_bad_devices_in_the_spec_are_errors_at_their_lines(tmp_path):
     assert "Traceback" not in err
 
 
+def test_an_unknown_device_in_the_spec_is_an_error_at_its_line(tmp_path):
+    f = tmp_path / "spec.dl"
+    f.write_text(MLP.replace("  seed 1\n", '  seed 1\n  device "GPU:5"\n'))
+    code, _, err = run_main("train", str(f), "--out", str(tmp_path / "runs"), "--quiet")
+    line = MLP.splitlines().index("  seed 1") + 2
+    assert code == 1 and f"{f}:{line}:3: error: device 'GPU:5' is not available here" in err, err
+    code, _, err = run_main("train", str(f), "--out", str(tmp_path / "runs"), "--quiet", "--device", "GPU:6")
+    assert code == 2 and "dlspec: error: device 'GPU:6' is not available here" in err, err  # the command line's: a usage error
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
 def test_resume_refuses_bad_devices_before_recording_them(tmp_path):
     """``--resume RUN --devices …`` with a device that is not here: exit 2, and the run's config.json
     keeps the devices it had (a later plain --resume is not broken by the typo)."""
@@ -426,3 +437,17 @@ def test_resume_refuses_bad_devices_before_recording_them(tmp_path):
     code, _, err = run_main("train", "--resume", str(run), "--devices", "3", "--quiet")  # the spec's batch 16
     assert code == 2 and "dlspec: error: batch 16 does not divide across 3 devices (CPU:0, CPU:1, CPU:2)" in err, err
     assert (run / "config.json").read_text() == config
+
+
+def test_summary_titles_name_the_devices_not_a_tuple():
+    """The final table's title of a data-parallel run lists its devices (``on CPU, CPU:1``), from the
+    run's tuple or from summary.json's list, for a classifier and the other objectives."""
+    from dlspec.objectives import final_table
+
+    base = {"model": "M", "epochs": 2, "steps": 16, "wall_seconds": 4.0}
+    for device in (("CPU", "CPU:1"), ["CPU", "CPU:1"]):
+        t = final_table({**base, "device": device, "train": {"loss": 1.0, "accuracy": 0.5}})
+        assert t.title == "M: 2 epochs, 16 steps, 4.0 s on CPU, CPU:1"
+        t = final_table({**base, "kind": "autoencoder", "device": device, "metrics": {"test_mse": 0.5}, "first": {"test_mse": 0.7}})
+        assert t.title == "M (autoencoder) — 2 epochs, 4.0 s on CPU, CPU:1"
+    assert final_table({**base, "device": "CPU", "train": {"loss": 1.0, "accuracy": 0.5}}).title.endswith(" on CPU")

@@ -322,6 +322,35 @@ def test_unreachable_cluster(spec, tmp_path):
     assert code == 2 and "--address nowhere: expected HOST:PORT" in err
 
 
+def test_a_batch_the_devices_cannot_share_is_pruned(spec, tmp_path):
+    """``--devices 2`` (or a spec's ``devices``): a swept batch that does not divide by 2 is pruned
+    statically, with the message the trial's run would stop with; the others are planned."""
+    code, out, err = run_main("sweep", str(spec), "--param", "batch=20,21", "--devices", "CPU:0,CPU:1", "--dry-run", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [(t["settings"]["batch"], t["status"]) for t in doc["trials"]] == [(20, "pending"), (21, "pruned")]
+    assert doc["trials"][1]["error"] == (
+        "batch 21 does not divide across 2 devices (CPU:0, CPU:1): each device takes an equal share of every batch"
+    )
+    spec.write_text(SPEC.replace("  seed 3\n", "  seed 3\n  devices 2\n  device CPU\n"))
+    code, out, err = run_main("sweep", str(spec), "--param", "batch=20,21", "--dry-run", "--json")
+    assert code == 0, err
+    assert [t["status"] for t in json.loads(out)["trials"]] == ["pending", "pruned"]
+
+
+def test_more_cpus_per_trial_than_the_machine_has_is_refused(spec, tmp_path):
+    """A local Ray has the machine's CPUs: a trial asking for more is refused before any trial runs
+    (exit 2), as on a cluster; nothing is trained."""
+    pytest.importorskip("ray")
+    have = os.cpu_count() or 1
+    code, _, err = run_main(
+        "sweep", str(spec), "--param", "k=2,4", "--cpus", str(have + 1), "--out", str(tmp_path / "sw"), "--limit", LIMIT
+    )
+    assert code == 2, err
+    assert err.splitlines()[-1] == f"dlspec: error: each trial asks for {have + 1} CPUs (--cpus), but the Ray cluster has {have}"
+    assert not (tmp_path / "sw" / "trials").exists()
+
+
 def test_help_lists_the_command():
     r = subprocess.run([sys.executable, "-m", "dlspec", "sweep", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--param NAME=SPACE" in r.stdout and "loguniform:LO:HI" in r.stdout

@@ -336,9 +336,12 @@ def test_bad_overrides_are_usage_errors(work, tmp_path, args, message):
     assert not (tmp_path / "runs").exists()  # nothing was created
 
 
-def test_unknown_data_set_is_exit_1(work, tmp_path):
+def test_unknown_data_set_is_a_usage_error(work, tmp_path):
+    """``--data`` is checked against the registry as the command line is read: exit code 2, one line."""
     r = run_cli("train", str(work / "tiny.dl"), "--data", "nosuchdata", "--out", str(tmp_path / "runs"), cwd=tmp_path)
-    assert r.returncode == 1 and "unknown data set 'nosuchdata'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[-1].startswith("dlspec: error: argument --data: unknown data set 'nosuchdata' (data sets: shapes, ")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_directory(tmp_path):

@@ -48,8 +48,10 @@ def final_table(summary: dict) -> Any:
         t.add_row("best weights from episode", str(summary["best_episode"]))
         t.add_row("solved (≥ 195)", "yes" if summary["solved"] else "no")
         return t
+    from ..progress import devices_text
+
     t = Table(
-        title=f"{summary['model']} ({kind}) — {summary['epochs']} epochs, {summary['wall_seconds']} s on {summary['device']}",
+        title=f"{summary['model']} ({kind}) — {summary['epochs']} epochs, {summary['wall_seconds']} s on {devices_text(summary['device'])}",
         title_justify="left",
     )
     t.add_column("metric")

@@ -291,7 +291,8 @@ class Classifier(Objective):
         return len(batch[1])
 
     def compiling(self, batch: Any, pos: Position, first: int) -> bool:
-        return self._train_step(len(batch[1])).cnt < 2
+        step = self._train_step(len(batch[1]))  # a step loaded from the step cache compiles nothing after its first call
+        return step.cnt < 2 and not (step.cnt and getattr(step, "from_cache", False))
 
     def train_step(self, batch: Any, pos: Position) -> tuple[dict[str, float], float]:
         from ..optim import set_lr

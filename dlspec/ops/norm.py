@@ -90,23 +90,14 @@ class RmsNormParams(OpParams):
     affine: bool = True
 
 
-class RmsNorm(Op):
+class RmsNorm(LayerNorm):
     """``rmsnorm [eps 1e-5]``: root-mean-square normalisation of the last axis (Zhang & Sennrich,
     2019), as ``torch.nn.RMSNorm`` and LLaMA: ``x / √(mean(x²) + eps) · γ``, no mean subtracted,
-    no bias. Shape ``(N, *, D) → (N, *, D)``; params ``D`` (γ, ones), none without ``affine``."""
+    no bias. Shape ``(N, *, D) → (N, *, D)`` (layernorm's rule); params ``D`` (γ, ones), none
+    without ``affine``."""
 
     name = "rmsnorm"
     Params = RmsNormParams
-    category = "normalisation"
-    concat_axis = -1
-    keeps_field = True
-
-    @classmethod
-    def infer(cls, p, ins, ctx):
-        (x,) = ins
-        need_float(ctx, x)
-        _known(ctx, x, -1, "features")
-        return x
 
     @classmethod
     def count(cls, p, ins, out, ctx):
