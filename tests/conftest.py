@@ -8,6 +8,8 @@ Regenerate with ``DLSPEC_UPDATE_GOLDEN=1 pytest tests/test_golden.py`` and revie
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import struct
@@ -100,3 +102,16 @@ def read_safetensors(path: Path) -> tuple[dict[str, tuple[str, list[int], bytes]
     meta = header.pop("__metadata__", {})
     body = raw[8 + n :]
     return {k: (v["dtype"], v["shape"], body[v["data_offsets"][0] : v["data_offsets"][1]]) for k, v in header.items()}, meta
+
+
+def run_main(*args: str) -> tuple[int, str, str]:
+    """``dlspec ARGS`` in this process: (exit code, stdout, stderr)."""
+    from dlspec.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code
+    return code, out.getvalue(), err.getvalue()

@@ -20,16 +20,12 @@ machine, each with its own buffers and kernels), on tiny models and the built-in
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_safetensors
-
-from dlspec.cli import main
+from conftest import read_safetensors, run_main
 
 DEVICES = "CPU:0,CPU:1"
 
@@ -87,16 +83,6 @@ train R {
   seed 3
 }
 """
-
-
-def run_main(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as e:  # argparse's usage errors
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def train(*args: str) -> tuple[str, Path]:

@@ -12,8 +12,6 @@ autoencoder's sweep and a DQN's; one GAN trial without Ray, sampled from afterwa
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -25,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_main
 
 import dlspec
-from dlspec.cli import main
 from dlspec.errors import UsageError
 from dlspec.sweep import Space, configurations, flat, parse_space, run_trial
 
@@ -55,16 +53,6 @@ def params_of(hidden: int, k: int) -> int:
     """Net's parameter count by hand: two dense layers on the pooled 28/k × 28/k image."""
     n = (28 // k) ** 2
     return n * hidden + hidden + hidden * 10 + 10
-
-
-def run_main(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as e:  # argparse's usage errors
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
